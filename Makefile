@@ -1,0 +1,41 @@
+# The README's two commands, `make demo` and `make test`, set everything up from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The constraints pin torch to the CPU build already on the machine (see constraints.txt).
+INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test lint format bench clean
+
+$(VENV)/.installed: core/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(INSTALL) -e 'core[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) docs/examples/fabric_loop.py --run-dir build/demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.installed
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# Lightning is installed only here, to measure against it; nothing else depends on it.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(INSTALL) 'lightning>=2.6,<2.7'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

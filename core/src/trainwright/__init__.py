@@ -1,0 +1,27 @@
+"""trainwright: a device-aware helper for the training loop you write yourself.
+
+The public surface is small: ``Fabric``, the loggers, seeding, and ``trainwright.config``
+for typed configuration. Accelerators, precisions and strategies live in their subpackages
+for those who extend them.
+"""
+
+__version__ = "0.1.0"
+
+from trainwright._dispatch import UnusedHook
+from trainwright.config import ConfigError
+from trainwright.fabric import Fabric
+from trainwright.loggers import CSVLogger, Logger, TensorBoardLogger
+from trainwright.seed import capture_rng_state, restore_rng_state, seed_everything
+
+__all__ = [
+    "CSVLogger",
+    "ConfigError",
+    "Fabric",
+    "Logger",
+    "TensorBoardLogger",
+    "UnusedHook",
+    "__version__",
+    "capture_rng_state",
+    "restore_rng_state",
+    "seed_everything",
+]

@@ -1,0 +1,30 @@
+"""Apply a function to every tensor inside nested containers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+
+def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Return ``data`` with ``fn`` applied to each tensor in it.
+
+    Dicts, lists, tuples and named tuples are rebuilt with the same type; anything else is
+    returned unchanged. Containers without a tensor inside come back rebuilt but equal.
+    """
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, Mapping):
+        items = [(k, apply_to_tensors(v, fn)) for k, v in data.items()]
+        if isinstance(data, defaultdict):
+            return type(data)(data.default_factory, items)
+        return type(data)(items) if isinstance(data, dict) else dict(items)
+    if isinstance(data, tuple):
+        values = [apply_to_tensors(v, fn) for v in data]
+        return type(data)(*values) if hasattr(data, "_fields") else type(data)(values)
+    if isinstance(data, list):
+        return type(data)(apply_to_tensors(v, fn) for v in data)
+    return data

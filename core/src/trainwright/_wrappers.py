@@ -1,0 +1,170 @@
+"""What ``Fabric.setup`` and ``Fabric.setup_dataloaders`` return: thin wrappers that route the
+forward pass, the optimizer step and batches through the strategy and precision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from trainwright._collections import apply_to_tensors
+
+if TYPE_CHECKING:
+    from trainwright.precision import Precision
+    from trainwright.strategies import Strategy
+
+
+class FabricModule(torch.nn.Module):
+    """Wraps a model so that its forward pass runs in the chosen precision.
+
+    Attribute reads that the wrapper cannot answer go to the original model, and
+    ``state_dict``/``load_state_dict`` are the original's, so checkpoint keys carry no prefix.
+
+    Args:
+        forward_module: what the forward pass calls (the model, or the strategy's wrapper of it).
+        original_module: the model as the user built it.
+        precision: supplies the forward context and the input/output casts.
+    """
+
+    def __init__(self, forward_module: torch.nn.Module, original_module: torch.nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self._forward_module = forward_module
+        # Kept out of ``_modules`` so that parameters are not listed twice, and read from
+        # ``__dict__`` on the hot path instead of through ``nn.Module.__getattr__``.
+        self.__dict__["_original_module"] = original_module
+        self.__dict__["_forward"] = forward_module
+        self.__dict__["_precision"] = precision
+        self.__dict__["_wraps_forward"] = precision.wraps_forward
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model as the user built it (unwrapped)."""
+        return self._original_module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._wraps_forward:
+            return self._forward(*args, **kwargs)
+        precision = self._precision
+        args, kwargs = precision.convert_input((args, kwargs))
+        with precision.forward_context():
+            output = self._forward(*args, **kwargs)
+        return precision.convert_output(output)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self._original_module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self._original_module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = self.__dict__.get("_original_module")
+            if original is None:
+                raise
+            return getattr(original, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # An attribute the original model has (say, a flag its forward reads) is set there;
+        # the wrapper's own attributes, and new ones, stay on the wrapper.
+        original = self.__dict__.get("_original_module")
+        owned = name in self.__dict__ or name in self._parameters or name in self._buffers or name in self._modules
+        if original is not None and not owned and hasattr(original, name):
+            setattr(original, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+class FabricOptimizer:
+    """Mixed in front of the user's optimizer class by ``wrap_optimizer``.
+
+    ``step`` goes through the strategy (and so through a gradient scaler where there is one).
+    Everything else is the original optimizer's: its ``param_groups`` and ``state`` are shared,
+    not copied, and ``isinstance(wrapped, type(original))`` holds, so LR schedulers accept it.
+    """
+
+    _optimizer: torch.optim.Optimizer
+    _step: Callable[..., Any]
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer as the user built it (unwrapped)."""
+        return self._optimizer
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        return self._step(self._optimizer, closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Loading into the original keeps one copy of the state; the base class would rebind
+        # ``state`` and ``param_groups`` on the wrapper and leave the original stale.
+        self._optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._optimizer.add_param_group(param_group)
+
+    def __getattr__(self, name: str) -> Any:
+        original = self.__dict__.get("_optimizer")
+        if original is None:
+            raise AttributeError(name)
+        return getattr(original, name)
+
+    def __repr__(self) -> str:
+        return f"Fabric({self._optimizer!r})"
+
+
+def wrap_optimizer(optimizer: torch.optim.Optimizer, strategy: Strategy) -> torch.optim.Optimizer:
+    """Return a ``FabricOptimizer`` in front of ``optimizer``, still an instance of its class."""
+    cls = type(optimizer)
+    wrapper_cls = type(f"Fabric{cls.__name__}", (FabricOptimizer, cls), {"__module__": cls.__module__})
+    wrapper = object.__new__(wrapper_cls)
+    wrapper.__dict__.update(_optimizer=optimizer, _step=strategy.optimizer_step)
+    return wrapper
+
+
+class FabricDataLoader:
+    """Wraps a data loader so that every batch arrives on the device.
+
+    Args:
+        dataloader: the loader to iterate.
+        device: where batches go; ``None`` leaves them where the loader puts them.
+    """
+
+    def __init__(self, dataloader: torch.utils.data.DataLoader, device: torch.device | None) -> None:
+        self._dataloader = dataloader
+        self._device = device
+
+    @property
+    def dataloader(self) -> torch.utils.data.DataLoader:
+        """The loader as the user built it (unwrapped)."""
+        return self._dataloader
+
+    def __len__(self) -> int:
+        return len(self._dataloader)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._device is None:
+            return iter(self._dataloader)
+        return self._moved(self._device)
+
+    def _moved(self, device: torch.device) -> Iterator[Any]:
+        non_blocking = device.type == "cuda"
+
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, non_blocking=non_blocking)
+
+        for batch in self._dataloader:
+            yield apply_to_tensors(batch, move)
+
+    def __getattr__(self, name: str) -> Any:
+        dataloader = self.__dict__.get("_dataloader")
+        if dataloader is None:
+            raise AttributeError(name)
+        return getattr(dataloader, name)

@@ -1,0 +1,145 @@
+"""Checkpoint files: plain data only, written atomically, read without unpickling code.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts, plus one reserved entry
+that records the format version. Objects with ``state_dict``/``load_state_dict`` (modules,
+optimizers, schedulers, callbacks) are converted on save and restored in place on load, so a
+checkpoint never names a project class and survives a refactor of the code that wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+#: The reserved top-level entry that holds the format version and Fabric's own state.
+RESERVED_KEY = "__trainwright__"
+
+_LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+class CheckpointIO:
+    """Reads and writes checkpoint files.
+
+    ``save`` writes to a temporary file in the target's folder, flushes it to disk and then
+    renames it over the target, so a crash at any moment leaves either the old file or the new
+    one, never a torn one. ``load`` uses ``weights_only=True``, which refuses anything but
+    tensors and plain data, so loading a checkpoint cannot run code.
+    """
+
+    def save(self, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+        """Write ``checkpoint`` to ``path`` atomically, creating the parent folders."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_folder(path.parent)
+
+    def load(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Read a checkpoint onto the CPU.
+
+        Raises:
+            FileNotFoundError: nothing is at ``path``.
+            ValueError: the file is not a readable checkpoint, or holds pickled objects other
+                than plain data (which are refused, not run).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            reason = str(error).strip().splitlines()
+            detail = next((line for line in reason if "Unsupported global" in line), reason[0] if reason else "")
+            raise ValueError(
+                f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and plain data, "
+                f"and loading those could run code ({detail.strip()})"
+            ) from None
+        except (RuntimeError, EOFError, OSError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable checkpoint: {error}") from None
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+        return checkpoint
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk; not every OS allows this.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def to_plain(obj: Any, where: str = "state") -> Any:
+    """Convert ``obj`` to plain data: objects with ``state_dict`` are replaced by it.
+
+    Raises:
+        TypeError: something in ``obj`` is neither plain data nor has a ``state_dict``; the
+            message gives its place, e.g. ``state['callbacks'][2]``.
+    """
+    state_dict = getattr(obj, "state_dict", None)
+    if callable(state_dict) and not isinstance(obj, type):
+        return to_plain(state_dict(), f"{where}.state_dict()")
+    if isinstance(obj, _LEAF_TYPES):
+        return obj
+    if isinstance(obj, Mapping):
+        container = OrderedDict if isinstance(obj, OrderedDict) else dict
+        return container((k, to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else set(items) if isinstance(obj, (set, frozenset)) else tuple(items)
+    raise TypeError(
+        f"{where} is a {type(obj).__qualname__}, which a checkpoint cannot hold: checkpoints are plain data "
+        "(tensors, numbers, strings, lists, dicts) so that they load with weights_only=True. "
+        "Give the object state_dict() and load_state_dict() methods, or convert it to plain data."
+    )
+
+
+def restore(
+    state: dict[str, Any], checkpoint: Mapping[str, Any], strict: bool = True, where: str = "checkpoint"
+) -> None:
+    """Load ``checkpoint`` into ``state`` in place.
+
+    Objects with ``load_state_dict`` load their entry; nested dicts are restored key by key;
+    any other value in ``state`` is replaced by the checkpoint's.
+
+    Raises:
+        KeyError: ``strict`` and an entry of ``state`` is missing from the checkpoint.
+    """
+    for key, target in state.items():
+        if key not in checkpoint:
+            if strict:
+                known = sorted(map(str, checkpoint))
+                raise KeyError(f"{where} has no entry {key!r} (it has {known}); pass strict=False to skip it")
+            continue
+        value = checkpoint[key]
+        load_state_dict = getattr(target, "load_state_dict", None)
+        if callable(load_state_dict) and not isinstance(target, type):
+            if isinstance(target, torch.nn.Module):
+                load_state_dict(value, strict=strict)
+            else:
+                load_state_dict(value)
+        elif isinstance(target, dict) and isinstance(value, Mapping):
+            restore(target, value, strict, f"{where}[{key!r}]")
+        else:
+            state[key] = value

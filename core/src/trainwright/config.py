@@ -1,0 +1,329 @@
+"""Typed configuration for your own dataclass, from a TOML file and ``--field=value`` flags.
+
+Fields may be ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, an ``Enum``, a
+``Literal``, an optional (``X | None``) or union of these, a ``list``/``tuple`` of them, a
+``dict`` (from TOML only), or a nested dataclass, addressed as ``--section.field=value`` or as
+a ``[section]`` table. Flags may spell a name with dashes or underscores. Every error is a
+``ConfigError`` that names the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePath
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+_NONE = ("none", "null")
+
+
+class ConfigError(ValueError):
+    """A configuration value, key, flag or file is wrong; the message says which and why."""
+
+
+class _BadValue(Exception):
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolves string annotations (``from __future__ import annotations``) to types.
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if origin in (list, tuple, set, frozenset):
+        args = [a for a in get_args(tp) if a is not Ellipsis]
+        return f"a comma-separated list of {_describe(args[0]) if args else 'values'}"
+    if origin is dict:
+        return "a table"
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.name) for m in tp)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "none"}
+    if tp in names:
+        return names[tp]
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        return "a path"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _from_string(text: str, tp: Any) -> Any:
+    """Convert a flag's text to ``tp``; raises ``_BadValue`` naming what was expected."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return text
+    if origin in (Union, types.UnionType):
+        members = get_args(tp)
+        if type(None) in members and text.strip().lower() in _NONE:
+            return None
+        for member in members:
+            if member is not type(None):
+                try:
+                    return _from_string(text, member)
+                except _BadValue:
+                    continue
+        raise _BadValue(_describe(tp))
+    if origin is Literal:
+        for choice in get_args(tp):
+            if str(choice) == text:
+                return choice
+        raise _BadValue(_describe(tp))
+    if origin in (list, tuple, set, frozenset):
+        items = [part.strip() for part in text.split(",")] if text.strip() else []
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise _BadValue(f"{len(args)} comma-separated values")
+            return tuple(_from_string(item, arg) for item, arg in zip(items, args, strict=True))
+        item_type = args[0] if args else Any
+        return origin(_from_string(item, item_type) for item in items)
+    if tp is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise _BadValue(_describe(bool))
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise _BadValue(_describe(tp)) from None
+    if tp is str:
+        return text
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        return tp(text)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_member(text, tp)
+    raise _BadValue(f"{_describe(tp)}, which cannot be set from a flag; set it in the config file")
+
+
+def _enum_member(value: object, tp: type[enum.Enum]) -> enum.Enum:
+    for member in tp:
+        if value == member.name or value == member.value:
+            return member
+    raise _BadValue(_describe(tp))
+
+
+def _from_toml(value: Any, tp: Any, current: Any, where: str) -> Any:
+    """Check a TOML value against ``tp``; raises ``_BadValue`` naming what was expected."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise _BadValue(f"a table of {tp.__name__} fields")
+        return _apply_mapping(current if dataclasses.is_dataclass(current) else None, tp, value, where)
+    if origin in (Union, types.UnionType):
+        for member in get_args(tp):
+            if member is not type(None):
+                try:
+                    return _from_toml(value, member, current, where)
+                except _BadValue:
+                    continue
+        raise _BadValue(_describe(tp))
+    if origin is Literal:
+        # ``type`` too, or ``true`` would match ``Literal[1]``.
+        if any(value == choice and type(value) is type(choice) for choice in get_args(tp)):
+            return value
+        raise _BadValue(_describe(tp))
+    if origin in (list, tuple, set, frozenset):
+        if not isinstance(value, list):
+            raise _BadValue(_describe(tp))
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _BadValue(f"a list of {len(args)} values")
+            return tuple(_from_toml(v, a, None, where) for v, a in zip(value, args, strict=True))
+        item_type = args[0] if args else Any
+        return origin(_from_toml(v, item_type, None, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _BadValue("a table")
+        _, value_type = get_args(tp) or (Any, Any)
+        return {k: _from_toml(v, value_type, None, where) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _BadValue(_describe(bool))
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _BadValue(_describe(int))
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _BadValue(_describe(float))
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _BadValue(_describe(str))
+    if isinstance(tp, type) and issubclass(tp, PurePath):
+        if isinstance(value, str):
+            return tp(value)
+        raise _BadValue(_describe(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return _enum_member(value, tp)
+    raise _BadValue(_describe(tp))
+
+
+def _unknown(name: str, known: Iterable[str], where: str, style: str) -> ConfigError:
+    shown = {f"--{k.replace('_', '-')}" if style == "flag" else k: k for k in known}
+    asked = f"--{name.replace('_', '-')}" if style == "flag" else name
+    close = difflib.get_close_matches(asked, list(shown), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(shown)}"
+    return ConfigError(f"{where}: unknown {'option' if style == 'flag' else 'key'} {asked}{hint}")
+
+
+def _apply_mapping(config: Any, cls: type, mapping: Mapping[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    changes = {}
+    for key, value in mapping.items():
+        if key not in names:
+            raise _unknown(key, names, where, "key")
+        current = getattr(config, key, None) if config is not None else None
+        try:
+            changes[key] = _from_toml(value, hints[key], current, f"{where} [{key}]")
+        except _BadValue as bad:
+            raise ConfigError(f"{where}: {key} = {value!r} is not {bad.expected}") from None
+    return _build(config, cls, changes, where)
+
+
+def _build(config: Any, cls: type, changes: dict[str, Any], where: str) -> Any:
+    try:
+        return dataclasses.replace(config, **changes) if config is not None else cls(**changes)
+    except TypeError as error:  # a field without a default that nothing set
+        raise ConfigError(f"{where}: {error}") from None
+    except ValueError as error:  # raised by the dataclass's own __post_init__ checks
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def apply_mapping(config: T, mapping: Mapping[str, Any], *, source: str = "config") -> T:
+    """Return a copy of the dataclass ``config`` with the values of ``mapping`` (e.g. parsed TOML).
+
+    Values are checked, not coerced: ``3`` is fine for a ``float`` field, ``"3"`` for an
+    ``int`` field is not. Nested mappings set nested dataclass fields.
+
+    Raises:
+        ConfigError: an unknown key (with the closest known one), or a value of the wrong type.
+    """
+    return _apply_mapping(config, type(config), mapping, source)
+
+
+def apply_overrides(config: T, args: Iterable[str], *, source: str = "command line") -> T:
+    """Return a copy of the dataclass ``config`` with ``--field=value`` flags applied.
+
+    ``--max-epochs=3`` and ``--max_epochs=3`` both set ``max_epochs``; ``--optim.lr=0.1`` sets
+    a nested field; a bare ``--flag`` sets a ``bool`` field to true. Later flags win.
+
+    Raises:
+        ConfigError: a malformed flag, an unknown field (with the closest known one), or a
+            value that does not convert to the field's type.
+    """
+    nested: dict[str, Any] = {}
+    for arg in args:
+        if not isinstance(arg, str) or not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"{source}: {arg!r} is not of the form --field=value")
+        name, has_value, text = arg[2:].partition("=")
+        path = name.replace("-", "_").split(".")
+        holder: Any = config
+        for depth, part in enumerate(path):
+            if not dataclasses.is_dataclass(holder):
+                raise ConfigError(f"{source}: --{'.'.join(path[:depth])} has no fields; cannot set {arg!r}")
+            names = [f.name for f in dataclasses.fields(holder)]
+            if part not in names:
+                prefix = ".".join(path[:depth])
+                raise _unknown(
+                    f"{prefix}.{part}" if prefix else part,
+                    [f"{prefix}.{n}" if prefix else n for n in names],
+                    source,
+                    "flag",
+                )
+            tp = _hints(type(holder))[part]
+            if depth + 1 < len(path):
+                holder = getattr(holder, part)
+                continue
+            if dataclasses.is_dataclass(tp):
+                raise ConfigError(f"{source}: --{name} is a section; set its fields, e.g. --{name}.<field>=value")
+            if not has_value:
+                if tp is not bool:
+                    raise ConfigError(f"{source}: {arg!r} needs a value, as in --{name}=<{_describe(tp)}>")
+                text = "true"
+            try:
+                value = _from_string(text, tp)
+            except _BadValue as bad:
+                raise ConfigError(f"{source}: --{name}={text!r} is not {bad.expected}") from None
+            target = nested
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[part] = value
+    return _replace_nested(config, nested, source)
+
+
+def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
+    resolved = {
+        key: _replace_nested(getattr(config, key), value, where)
+        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(config, key))
+        else value
+        for key, value in changes.items()
+    }
+    return _build(config, type(config), resolved, where)
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None, args: Iterable[str] = ()) -> T:
+    """Build ``cls`` from its defaults, then the TOML file at ``path``, then the flags ``args``.
+
+    Raises:
+        ConfigError: the file is missing or not valid TOML, or any key, flag or value is wrong.
+    """
+    config = _build(None, cls, {}, cls.__name__)
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
+        try:
+            mapping = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
+        config = apply_mapping(config, mapping, source=str(path))
+    return apply_overrides(config, args)
+
+
+def format_help(config: Any, prefix: str = "") -> str:
+    """One line per field, ``--name=TYPE  (default: value)  help``, for a CLI's ``--help``.
+
+    A field's help text comes from ``dataclasses.field(metadata={"help": ...})``.
+    """
+    lines = []
+    hints = _hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        name = f"{prefix}{field.name.replace('_', '-')}"
+        if dataclasses.is_dataclass(value):
+            lines.append(format_help(value, prefix=f"{name}."))
+            continue
+        shown = str(value) if isinstance(value, PurePath) else value
+        help_text = field.metadata.get("help", "")
+        lines.append(f"  --{name}=<{_describe(hints[field.name])}>  (default: {shown!r})  {help_text}".rstrip())
+    return "\n".join(lines)

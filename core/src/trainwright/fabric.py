@@ -1,0 +1,428 @@
+"""``Fabric``: a device-aware helper for a training loop that you write yourself."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import torch
+
+from trainwright import __version__
+from trainwright._collections import apply_to_tensors
+from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
+from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
+from trainwright.accelerators import ACCELERATOR_CLASSES
+from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, restore, to_plain
+from trainwright.flags import probe_hardware, resolve_flags
+from trainwright.loggers.base import Logger
+from trainwright.precision import PRECISION_CLASSES
+from trainwright.strategies import strategy_class
+
+if TYPE_CHECKING:
+    from trainwright.accelerators import Accelerator
+    from trainwright.precision import Precision
+    from trainwright.strategies import Strategy
+
+REDUCE_OPS = ("mean", "sum", "max", "min")
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def _as_list(value: object, what: str) -> list:
+    """``None`` -> ``[]``, one object -> ``[object]``, any other iterable -> a list of it."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(f"{what} must be one object or an iterable of them, not a {type(value).__name__}")
+    if isinstance(value, Iterable):
+        return list(value)
+    return [value]
+
+
+class Fabric:
+    """Puts a hand-written training loop on the right device, precision and processes.
+
+    Args:
+        accelerator: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        devices: ``"auto"``, a count, ``-1`` for all, or a list of indices such as ``[1]``.
+        strategy: ``"auto"``, ``"single"`` or ``"ddp"``.
+        precision: ``"32-true"``, ``"64-true"``, ``"bf16-mixed"``, ``"16-mixed"`` (with a
+            gradient scaler) or ``"bf16-true"``.
+        callbacks: ``None``, one callback, or an iterable of them; kept in ``self.callbacks``,
+            a plain list that may be changed later.
+        loggers: ``None``, one ``Logger``, or an iterable of them; kept in ``self.loggers``.
+
+    Raises:
+        ValueError: a flag has an unknown value or asks for hardware that is not there; the
+            message names the flag and lists what is allowed.
+        TypeError: a logger lacks ``log_metrics``.
+    """
+
+    def __init__(
+        self,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        strategy: str = "auto",
+        precision: str = "32-true",
+        callbacks: object = None,
+        loggers: Logger | Iterable[Logger] | None = None,
+    ) -> None:
+        flags = resolve_flags(accelerator, devices, strategy, precision, hardware=probe_hardware())
+        precision_impl = PRECISION_CLASSES[flags.precision](flags.accelerator)
+        self._strategy = strategy_class(flags.strategy).from_flags(
+            flags, ACCELERATOR_CLASSES[flags.accelerator], precision_impl
+        )
+        self.flags = flags
+        self.callbacks: list = _as_list(callbacks, "callbacks")
+        self.loggers: list[Logger] = _as_list(loggers, "loggers")
+        for logger in self.loggers:
+            if not callable(getattr(logger, "log_metrics", None)):
+                raise TypeError(f"loggers: {type(logger).__qualname__} has no log_metrics(metrics, step) method")
+        self._strategy.setup_environment()
+        self._dispatcher = Dispatcher(is_global_zero=self._strategy.is_global_zero)
+        self._plans = self._dispatcher.plans
+
+    # -- devices and processes -------------------------------------------------------------
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy object: device placement and inter-process communication."""
+        return self._strategy
+
+    @property
+    def accelerator(self) -> Accelerator:
+        """The accelerator object, e.g. for ``fabric.accelerator.synchronize()``."""
+        return self._strategy.accelerator
+
+    @property
+    def precision(self) -> Precision:
+        """The precision object."""
+        return self._strategy.precision
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process computes on."""
+        return self._strategy.root_device
+
+    @property
+    def global_rank(self) -> int:
+        return self._strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self._strategy.local_rank
+
+    @property
+    def world_size(self) -> int:
+        return self._strategy.world_size
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self._strategy.is_global_zero
+
+    @property
+    def logger(self) -> Logger | None:
+        """The first logger, or ``None``."""
+        return self.loggers[0] if self.loggers else None
+
+    # -- the training loop -------------------------------------------------------------------
+
+    @overload
+    def setup(self, model: M) -> M: ...
+    @overload
+    def setup(self, model: M, *optimizers: torch.optim.Optimizer) -> tuple[Any, ...]: ...
+    def setup(self, model, *optimizers):
+        """Cast and move ``model`` and wrap it and its optimizers for this run.
+
+        Create the optimizers from the model's parameters before calling this. The returned
+        model runs its forward pass in the chosen precision; the returned optimizers step
+        through the strategy (and a gradient scaler where there is one), and remain instances
+        of their own classes.
+
+        Returns:
+            The model alone if no optimizer is given, else ``(model, *optimizers)``.
+
+        Raises:
+            TypeError: ``model`` is not an ``nn.Module`` or was set up already, or an optimizer
+                is not a ``torch.optim.Optimizer``.
+        """
+        if isinstance(model, FabricModule):
+            raise TypeError("setup(): this model was already set up; pass the original model")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"setup(): model must be a torch.nn.Module, got {type(model).__qualname__}")
+        for i, optimizer in enumerate(optimizers):
+            if isinstance(optimizer, FabricOptimizer):
+                raise TypeError(f"setup(): optimizer {i} was already set up; pass the original optimizer")
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise TypeError(
+                    f"setup(): optimizer {i} must be a torch.optim.Optimizer, got {type(optimizer).__qualname__}"
+                )
+        forward_module = self._strategy.setup_module(model)
+        wrapped = FabricModule(forward_module, model, self._strategy.precision)
+        if not optimizers:
+            return wrapped
+        return (wrapped, *(wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers))
+
+    def setup_dataloaders(self, *dataloaders: torch.utils.data.DataLoader, move_to_device: bool = True) -> Any:
+        """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
+
+        Returns:
+            One loader for one argument, else a tuple in the same order.
+        """
+        if not dataloaders:
+            raise TypeError("setup_dataloaders() needs at least one data loader")
+        device = self.device if move_to_device and self.device.type != "cpu" else None
+        wrapped = []
+        for i, loader in enumerate(dataloaders):
+            if not isinstance(loader, torch.utils.data.DataLoader):
+                raise TypeError(
+                    f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
+                )
+            wrapped.append(FabricDataLoader(self._strategy.process_dataloader(loader), device))
+        return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Use instead of ``loss.backward()``: applies loss scaling where the precision needs it."""
+        self._strategy.backward(loss, *args, **kwargs)
+
+    def clip_gradients(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        max_norm: float | None = None,
+        clip_val: float | None = None,
+        norm_type: float = 2.0,
+        error_if_nonfinite: bool = False,
+    ) -> torch.Tensor | None:
+        """Clip gradients by total norm (``max_norm``) or by value (``clip_val``), after unscaling.
+
+        Returns:
+            The total norm before clipping, or ``None`` when clipping by value.
+
+        Raises:
+            ValueError: not exactly one of ``max_norm`` and ``clip_val`` is given.
+        """
+        if (max_norm is None) == (clip_val is None):
+            raise ValueError("clip_gradients() takes exactly one of max_norm and clip_val")
+        original = optimizer.optimizer if isinstance(optimizer, FabricOptimizer) else optimizer
+        if max_norm is not None:
+            return self._strategy.clip_gradients_norm(model, original, max_norm, norm_type, error_if_nonfinite)
+        self._strategy.clip_gradients_value(model, original, clip_val)
+        return None
+
+    def autocast(self) -> AbstractContextManager:
+        """The precision's forward context, for computation outside the model's forward."""
+        return self._strategy.precision.forward_context()
+
+    def no_backward_sync(self, model: torch.nn.Module, enabled: bool = True) -> AbstractContextManager:
+        """Skip gradient synchronisation between processes for backward passes in this context.
+
+        Use it on the micro-batches of gradient accumulation that do not end in an optimizer
+        step. With one process it does nothing.
+
+        Raises:
+            TypeError: ``model`` is not what ``setup`` returned.
+        """
+        if not isinstance(model, FabricModule):
+            raise TypeError("no_backward_sync() needs the model that fabric.setup() returned")
+        if not enabled:
+            return nullcontext()
+        return self._strategy.no_backward_sync(model._forward_module)
+
+    def to_device(self, obj: Any) -> Any:
+        """Move a module, a tensor, or tensors nested in dicts, lists and tuples to ``device``."""
+        if isinstance(obj, torch.nn.Module):
+            return obj.to(self.device)
+        device = self.device
+        return apply_to_tensors(obj, lambda t: t.to(device))
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on global rank zero only."""
+        if self._strategy.is_global_zero:
+            builtins.print(*args, **kwargs)
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process gets here."""
+        self._strategy.barrier(name)
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Return process ``src``'s ``obj`` on every process."""
+        return self._strategy.broadcast(obj, src)
+
+    def all_reduce(self, data: Any, op: str = "mean") -> Any:
+        """Reduce a tensor, a number, or tensors nested in containers over all processes.
+
+        Numbers become tensors on ``device``, so the result has the same type on every process
+        count.
+
+        Raises:
+            ValueError: ``op`` is not one of ``"mean"``, ``"sum"``, ``"max"``, ``"min"``.
+        """
+        if op not in REDUCE_OPS:
+            raise ValueError(f"all_reduce(): op={op!r} is not one of {', '.join(map(repr, REDUCE_OPS))}")
+        if isinstance(data, (int, float)):
+            data = torch.tensor(data, device=self.device)
+        return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, op))
+
+    def all_gather(self, data: Any) -> Any:
+        """Gather a tensor (or tensors nested in containers) from every process.
+
+        Each tensor comes back with a new first dimension of size ``world_size``, also on one
+        process, so code written for one process runs unchanged on many.
+        """
+        if isinstance(data, (int, float)):
+            data = torch.tensor(data, device=self.device)
+        return apply_to_tensors(data, self._strategy.all_gather)
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def call(self, hook: str, /, *args: Any, **kwargs: Any) -> list:
+        """Call ``hook`` on every callback that has it, in order; return their results in order.
+
+        Keyword arguments are filtered per callback to the names its signature accepts (all of
+        them for a ``**kwargs`` parameter, or when the signature cannot be inspected);
+        positional arguments are passed as they are. Callbacks without the hook are skipped.
+
+        Raises:
+            TypeError: a callback's hook requires a parameter that no argument supplies; the
+                message names the callback, the hook and the parameter.
+            Exception: whatever a hook raises, with a note naming the callback and the hook.
+        """
+        try:
+            plan = self._plans[hook]
+        except (KeyError, TypeError):  # first call of this hook, or an unhashable name
+            return self._dispatcher.dispatch(self.callbacks, hook, args, kwargs)
+        result = plan(self.callbacks, args, kwargs)
+        if result is _STALE:
+            return self._dispatcher.dispatch(self.callbacks, hook, args, kwargs)
+        return result
+
+    def unused_hooks(self, known: Iterable[str] = ()) -> list[UnusedHook]:
+        """The ``on_*`` methods of the callbacks that no ``call`` has dispatched so far.
+
+        Each comes with the closest dispatched (or ``known``) hook name as a suggestion, so a
+        typo such as ``on_train_epoch_ned`` surfaces. Pass the full list of hooks your loop
+        can fire as ``known`` to avoid reporting hooks that simply have not fired yet.
+        """
+        return self._dispatcher.unused_hooks(self.callbacks, known)
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def log(self, name: str, value: Any, step: int | None = None) -> None:
+        """Log one metric to every logger, from global rank zero."""
+        self.log_dict({name: value}, step)
+
+    def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log several metrics at one step to every logger, from global rank zero.
+
+        Raises:
+            TypeError: a value is neither a number nor a one-element tensor.
+        """
+        if not self.loggers or not self._strategy.is_global_zero:
+            return
+        plain = {}
+        for name, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise TypeError(
+                        f"log(): {name!r} has {value.numel()} elements; log a number or a one-element tensor"
+                    )
+                value = value.item()
+            elif not isinstance(value, (int, float)) and callable(getattr(value, "item", None)):
+                value = value.item()  # a NumPy scalar
+            if not isinstance(value, (int, float)):
+                raise TypeError(
+                    f"log(): {name!r} is a {type(value).__qualname__}; log a number or a one-element tensor"
+                )
+            plain[name] = value
+        for logger in self.loggers:
+            logger.log_metrics(plain, step)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, state: Mapping[str, Any]) -> None:
+        """Write ``state`` to ``path`` atomically, from global rank zero; the others wait.
+
+        Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
+        their state dicts; everything else must be plain data. The file also records the
+        checkpoint format version and the precision's state (the gradient scale).
+
+        Raises:
+            TypeError: ``state`` is not a mapping, or holds something that is not plain data.
+            ValueError: ``state`` uses the reserved key ``"__trainwright__"``.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"save(): state must be a dict, got {type(state).__qualname__}")
+        if RESERVED_KEY in state:
+            raise ValueError(f"save(): the key {RESERVED_KEY!r} is reserved for trainwright's own entry")
+        checkpoint = to_plain(dict(state))
+        checkpoint[RESERVED_KEY] = {
+            "format_version": FORMAT_VERSION,
+            "trainwright_version": __version__,
+            "precision": to_plain(self._strategy.precision.state_dict(), "precision state"),
+        }
+        self._strategy.save_checkpoint(path, checkpoint)
+
+    def load(self, path: str | os.PathLike, state: dict[str, Any] | None = None, strict: bool = True) -> dict[str, Any]:
+        """Read a checkpoint written by ``save`` and restore ``state`` in place.
+
+        Objects in ``state`` with ``load_state_dict`` load their entry; other values are
+        replaced. Loading uses ``weights_only=True``, so a checkpoint cannot run code.
+
+        Returns:
+            The checkpoint's entries that ``state`` did not ask for (all of them if ``state``
+            is ``None``).
+
+        Raises:
+            FileNotFoundError: nothing is at ``path``.
+            ValueError: the file is unreadable, holds pickled objects, was not written by
+                ``Fabric.save``, or has a format version this release cannot read.
+            KeyError: ``strict`` and an entry of ``state`` is missing from the checkpoint.
+        """
+        checkpoint = self._strategy.load_checkpoint(path)
+        meta = checkpoint.pop(RESERVED_KEY, None)
+        if not isinstance(meta, dict):
+            raise ValueError(
+                f"load(): {str(path)!r} was not written by Fabric.save (it has no {RESERVED_KEY!r} entry); "
+                "read it with torch.load(path, weights_only=True)"
+            )
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"load(): {str(path)!r} has checkpoint format version {version!r}, but trainwright {__version__} "
+                f"reads format version {FORMAT_VERSION}"
+            )
+        self._strategy.precision.load_state_dict(meta.get("precision") or {})
+        if state is None:
+            return checkpoint
+        restore(state, checkpoint, strict=strict, where=f"checkpoint {str(path)!r}")
+        return {key: value for key, value in checkpoint.items() if key not in state}
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Finalize the loggers and release the strategy's resources (e.g. a process group)."""
+        try:
+            for logger in self.loggers:
+                finalize = getattr(logger, "finalize", None)
+                if callable(finalize):
+                    finalize()
+        finally:
+            self._strategy.teardown()
+
+    def __enter__(self) -> Fabric:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.teardown()
+
+    def __repr__(self) -> str:
+        f = self.flags
+        return (
+            f"Fabric(accelerator={f.accelerator!r}, devices={list(f.devices)}, "
+            f"strategy={f.strategy!r}, precision={f.precision!r})"
+        )

@@ -1,0 +1,117 @@
+"""A CSV logger on the standard library: one row per step, one column per metric."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from trainwright.loggers.base import Logger
+
+
+class CSVLogger(Logger):
+    """Writes metrics to ``<root_dir>/<filename>``, with a ``step`` column first.
+
+    Metrics logged at the same step share a row; a metric seen for the first time adds a
+    column (the file is then rewritten atomically with the wider header). Every row reaches
+    the operating system as soon as it is logged, so a crash loses nothing already logged.
+
+    Args:
+        root_dir: the folder for the file, created on the first write.
+        filename: the file's name.
+        append: keep the rows of an existing file and continue after its last step (for a
+            resumed run); otherwise an existing file is replaced.
+    """
+
+    def __init__(self, root_dir: str | os.PathLike, filename: str = "metrics.csv", append: bool = False) -> None:
+        self.path = Path(root_dir) / filename
+        self.append = append
+        self._file: IO[bytes] | None = None
+        self._columns: list[str] = ["step"]
+        self._last_step: int | None = None
+        self._last_row: dict[str, Any] | None = None  # the row at ``_row_start``, still open for merging
+        self._row_start = 0
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._file is None:
+            self._open()
+        if step is None:
+            step = 0 if self._last_step is None else self._last_step + 1
+        merge = self._last_row is not None and step == self._last_step
+        row = {**self._last_row, **metrics} if merge else {"step": step, **metrics}
+        new_columns = [name for name in metrics if name not in self._columns]
+        if new_columns:
+            self._columns += new_columns
+            self._rewrite(row, drop_last=merge)
+        else:
+            self._write_row(row, replace_last=merge)
+        self._last_step, self._last_row = step, row
+
+    def finalize(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.append = True  # reopening must not wipe what was written
+
+    def _encode(self, rows: list[Mapping[str, Any]], header: bool = False) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self._columns, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().encode()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.append and self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                self._columns = list(reader.fieldnames or ["step"])
+                last = collections.deque(reader, maxlen=1)
+            if last and last[0].get("step"):
+                self._last_step = int(last[0]["step"])
+            self._file = open(self.path, "r+b")  # noqa: SIM115 (kept open across calls)
+            self._file.seek(0, os.SEEK_END)
+        else:
+            self._file = open(self.path, "w+b")  # noqa: SIM115
+            self._file.write(self._encode([], header=True))
+            self._file.flush()
+        self._row_start = self._file.tell()
+
+    def _write_row(self, row: Mapping[str, Any], replace_last: bool) -> None:
+        data = self._encode([row])
+        f = self._file
+        if replace_last:
+            # Overwrite the open row in place. A merged row usually grows, and then one write
+            # replaces it whole; only when it shrinks is it cut first, so that a crash can lose
+            # this step's row but never leave the tail of the old one behind.
+            f.seek(self._row_start)
+            if len(data) < f.seek(0, os.SEEK_END) - self._row_start:
+                f.truncate(self._row_start)
+            f.seek(self._row_start)
+            f.write(data)
+        else:
+            f.seek(0, os.SEEK_END)
+            self._row_start = f.tell()
+            f.write(data)
+        f.flush()
+
+    def _rewrite(self, row: Mapping[str, Any], drop_last: bool) -> None:
+        self._file.close()
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if drop_last and rows:
+            rows.pop()
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(self._encode(rows, header=True))
+            row_start = f.tell()
+            f.write(self._encode([row]))
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "r+b")  # noqa: SIM115
+        self._file.seek(0, os.SEEK_END)
+        self._row_start = row_start
