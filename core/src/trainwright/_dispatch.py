@@ -131,7 +131,8 @@ def _class_attribute(cls: type, name: str) -> object:
 
 
 def _owner(callback: object) -> str:
-    return type(callback).__qualname__
+    # ``Outer.Inner`` reads well; ``make.<locals>.Inner`` does not.
+    return type(callback).__qualname__.rpartition("<locals>.")[2]
 
 
 class Dispatcher:
@@ -164,10 +165,15 @@ class Dispatcher:
                 self.plans[hook] = plan
                 return result
         plan = self._compile(callbacks, hook, len(args), tuple(kwargs))
+        result = plan(callbacks, args, kwargs)
+        if result is _STALE:
+            # A hook that is a new object at every lookup (say, a property that builds a
+            # closure) makes every plan stale at once; such a call runs uncached.
+            return self._compile(callbacks, hook, len(args), tuple(kwargs), volatile=True)(callbacks, args, kwargs)
         if len(self._compiled) >= _MAX_CACHED_PLANS:
             self._compiled.clear()
         self._compiled[key] = self.plans[hook] = plan
-        return plan(callbacks, args, kwargs)
+        return result
 
     def unused_hooks(self, callbacks: Iterable[object], known: Iterable[str] = ()) -> list[UnusedHook]:
         """List the ``on_*`` methods of ``callbacks`` whose name no call has dispatched or ``known`` lists."""
@@ -190,12 +196,13 @@ class Dispatcher:
             cached = self._signatures[(id(target), bound)] = (target, _analyse(hook))
         return cached[1]
 
-    def _compile(self, callbacks: list, hook: str, nargs: int, names: tuple[str, ...]) -> Plan:
+    def _compile(self, callbacks: list, hook: str, nargs: int, names: tuple[str, ...], volatile: bool = False) -> Plan:
         """Generate a plan's source for this exact situation and compile it.
 
         The plan's checks, cheapest first: the callbacks are the same objects, the keyword
         names and positional count are the same, and each hook is still the one compiled in
         (neither rebound on the instance nor replaced on the class). Only then does it call.
+        A ``volatile`` plan calls the hooks found now without looking them up again.
         """
         env: dict[str, object] = {"_STALE": _STALE, "_MISSING": _MISSING, "_same_hook": _same_hook}
         unpack = [f"_x{j}" for j in range(len(callbacks))]
@@ -206,7 +213,7 @@ class Dispatcher:
             env[f"_c{j}"] = callback
             if not self.is_global_zero and getattr(callback, "rank_zero_only", False):
                 continue
-            target = self._classify(callback, j, hook, env, guards, fetches)
+            target = self._classify(callback, j, hook, env, guards, fetches, volatile)
             if target is None:
                 continue
             try:
@@ -252,7 +259,9 @@ class Dispatcher:
         return namespace["_plan"]
 
     @staticmethod
-    def _classify(callback: object, j: int, hook: str, env: dict, guards: list[str], fetches: list[str]) -> str | None:
+    def _classify(
+        callback: object, j: int, hook: str, env: dict, guards: list[str], fetches: list[str], volatile: bool
+    ) -> str | None:
         """Add the guards that detect a change of ``callback``'s hook; return what to call, if anything.
 
         Sets ``env[f"_f{j}"]`` to the hook as found now.
@@ -263,7 +272,8 @@ class Dispatcher:
         class_attr = _class_attribute(cls, hook)
         # With ordinary attribute access, a hook is the instance's own attribute or else the
         # class's; anything cleverer (properties, __getattribute__) is looked up on every call.
-        plain = cls.__getattribute__ is object.__getattribute__ and not hasattr(class_attr, "__set__")
+        # (A C-level ``__getattribute__``, as on SimpleNamespace, is taken to be the generic one.)
+        plain = isinstance(cls.__getattribute__, types.WrapperDescriptorType) and not hasattr(class_attr, "__set__")
         value = env[f"_f{j}"] = getattr(callback, hook, _MISSING)
         if plain and instance_dict is not None:
             # The instance dict itself is bound, not re-read per call: replacing an object's
@@ -281,13 +291,13 @@ class Dispatcher:
             guards.append(f"_d{j}.get({hook!r}, _MISSING) is not _f{j}")
             return f"_f{j}"
         if plain and type(class_attr) is types.FunctionType:
-            env[f"_f{j}"], env[f"_u{j}"] = value, class_attr
-            env[f"_t{j}"] = cls
+            env[f"_u{j}"], env[f"_t{j}"] = class_attr, cls
             guards.append(f"_t{j}.{hook} is not _u{j}")
             if instance_dict is not None:
                 guards.append(f"{hook!r} in _d{j}")
             return f"_u{j}"  # the plain function, called with the instance: no bound method is made
-        env[f"_t{j}"] = cls
+        if volatile:
+            return f"_f{j}"
         fetches.append(f"_m{j} = getattr(_c{j}, {hook!r}, _MISSING)")
         guards.append(f"not _same_hook(_m{j}, _f{j})")
         return f"_m{j}"

@@ -1,0 +1,235 @@
+"""What setup, setup_dataloaders and the other loop helpers return and check."""
+
+import pytest
+import torch
+
+from tests.core.helpers import loader, tiny_model
+from trainwright import Fabric
+
+
+@pytest.fixture
+def fabric():
+    return Fabric(accelerator="cpu")
+
+
+def test_setup_returns_model_alone_or_with_optimizers(fabric):
+    """setup(model) returns the model; setup(model, *opts) returns a tuple of model and optimizers."""
+    model = tiny_model()
+    assert isinstance(fabric.setup(model), torch.nn.Module)
+    model = tiny_model()
+    a, b = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.Adam(model.parameters())
+    result = fabric.setup(model, a, b)
+    assert len(result) == 3
+    assert isinstance(result[1], torch.optim.SGD)
+    assert isinstance(result[2], torch.optim.Adam)
+
+
+def test_wrapped_model_keeps_keys_and_forwards_attributes(fabric):
+    """The wrapped model has the original's state-dict keys and forwards attribute reads and writes."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+            self.temperature = 1.0
+
+        def forward(self, x):
+            return self.linear(x) / self.temperature
+
+        def describe(self):
+            return "net"
+
+    original = Net()
+    model = fabric.setup(original)
+    assert list(model.state_dict()) == ["linear.weight", "linear.bias"]
+    assert model.describe() == "net"
+    assert model.module is original
+    model.temperature = 2.0
+    assert original.temperature == 2.0
+    model.new_attribute = 3
+    assert not hasattr(original, "new_attribute")
+    model.eval()
+    assert not original.training
+    assert len(list(model.parameters())) == 2  # not listed twice
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("not a model",), "model must be a torch.nn.Module, got str"),
+        ((torch.nn.Linear(1, 1), "sgd"), "optimizer 0 must be a torch.optim.Optimizer, got str"),
+    ],
+)
+def test_setup_rejects_wrong_types(fabric, args, message):
+    """setup() names the argument that has the wrong type."""
+    with pytest.raises(TypeError, match=message):
+        fabric.setup(*args)
+
+
+def test_setup_twice_is_an_error(fabric):
+    """Setting up an already set-up model or optimizer raises TypeError instead of double wrapping."""
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = fabric.setup(model, optimizer)
+    with pytest.raises(TypeError, match="already set up"):
+        fabric.setup(model)
+    with pytest.raises(TypeError, match="optimizer 0 was already set up"):
+        fabric.setup(tiny_model(), optimizer)
+
+
+def test_wrapped_optimizer_works_with_lr_schedulers(fabric):
+    """A scheduler built on the wrapped optimizer changes the learning rate the real optimizer uses."""
+    model = tiny_model()
+    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=1.0))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.optimizer.param_groups[0]["lr"] == 0.5
+    assert optimizer.param_groups is optimizer.optimizer.param_groups
+
+
+def test_wrapped_optimizer_load_state_dict_keeps_one_state(fabric):
+    """Loading state through the wrapper updates the optimizer that actually steps."""
+    model = tiny_model()
+    model, optimizer = fabric.setup(model, torch.optim.Adam(model.parameters(), lr=0.1))
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    saved = optimizer.state_dict()
+    fresh_model = tiny_model()
+    fresh_model, fresh = fabric.setup(fresh_model, torch.optim.Adam(fresh_model.parameters(), lr=0.5))
+    fresh.load_state_dict(saved)
+    assert fresh.optimizer.param_groups[0]["lr"] == 0.1
+    assert fresh.state is fresh.optimizer.state
+    assert len(fresh.optimizer.state) == len(saved["state"])
+
+
+def test_setup_dataloaders(fabric):
+    """setup_dataloaders keeps length and batches, returns a tuple for several, and rejects non-loaders."""
+    one = fabric.setup_dataloaders(loader())
+    assert len(one) == len(loader())
+    for (a, b), (c, d) in zip(one, loader(), strict=True):
+        assert torch.equal(a, c)
+        assert torch.equal(b, d)
+    assert one.batch_size == 32  # attributes of the original loader are forwarded
+    two = fabric.setup_dataloaders(loader(), loader(batch_size=8))
+    assert isinstance(two, tuple)
+    assert len(two[1]) == 32
+    with pytest.raises(TypeError, match="argument 1 must be a DataLoader, got list"):
+        fabric.setup_dataloaders(loader(), [1, 2])
+    with pytest.raises(TypeError, match="at least one data loader"):
+        fabric.setup_dataloaders()
+
+
+def test_to_device_handles_nested_containers(fabric):
+    """to_device moves tensors inside dicts, lists, tuples and named tuples and keeps their types."""
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "a b")
+    batch = {"x": torch.ones(2), "rest": [Pair(torch.zeros(1), 3), ("s", torch.ones(1))]}
+    moved = fabric.to_device(batch)
+    assert isinstance(moved["rest"][0], Pair)
+    assert moved["rest"][0].b == 3
+    assert moved["rest"][1][0] == "s"
+    assert moved["x"].device == fabric.device
+    assert isinstance(fabric.to_device(torch.nn.Linear(1, 1)), torch.nn.Linear)
+
+
+def test_clip_gradients_by_norm_and_value(fabric):
+    """clip_gradients returns the pre-clip norm and clips; it needs exactly one of max_norm and clip_val."""
+    model = tiny_model()
+    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    (model(torch.randn(8, 4)) * 100).sum().backward()
+    expected = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    norm = fabric.clip_gradients(model, optimizer, max_norm=1.0)
+    assert norm.item() == pytest.approx(expected.item(), rel=1e-5)
+    clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert clipped.item() == pytest.approx(1.0, rel=1e-4)
+    assert fabric.clip_gradients(model, optimizer, clip_val=0.01) is None
+    assert max(p.grad.abs().max().item() for p in model.parameters()) <= 0.01 + 1e-7
+    with pytest.raises(ValueError, match="exactly one of max_norm and clip_val"):
+        fabric.clip_gradients(model, optimizer)
+    with pytest.raises(ValueError, match="exactly one of max_norm and clip_val"):
+        fabric.clip_gradients(model, optimizer, max_norm=1.0, clip_val=1.0)
+
+
+def test_no_backward_sync_needs_a_set_up_model(fabric):
+    """no_backward_sync works as a context on a set-up model and rejects a raw one."""
+    model = fabric.setup(tiny_model())
+    with fabric.no_backward_sync(model):
+        model(torch.randn(2, 4)).sum().backward()
+    with fabric.no_backward_sync(model, enabled=False):
+        pass
+    with pytest.raises(TypeError, match="needs the model that fabric.setup"):
+        fabric.no_backward_sync(tiny_model())
+
+
+def test_single_process_collectives(fabric):
+    """With one process, collectives return their input, with all_gather adding a world dimension."""
+    t = torch.arange(3.0)
+    assert torch.equal(fabric.all_reduce(t), t)
+    assert torch.equal(fabric.all_reduce(t, op="max"), t)
+    assert fabric.all_reduce(2.5).item() == 2.5
+    assert fabric.all_reduce({"a": t})["a"] is t
+    assert fabric.all_gather(t).shape == (1, 3)
+    assert fabric.broadcast({"k": 1}) == {"k": 1}
+    fabric.barrier()
+    assert (fabric.global_rank, fabric.local_rank, fabric.world_size, fabric.is_global_zero) == (0, 0, 1, True)
+    with pytest.raises(ValueError, match="op='avg' is not one of 'mean', 'sum', 'max', 'min'"):
+        fabric.all_reduce(t, op="avg")
+
+
+def test_print_on_rank_zero(fabric, capsys):
+    """fabric.print prints on global rank zero, with print's arguments."""
+    fabric.print("a", 1, sep="-")
+    assert capsys.readouterr().out == "a-1\n"
+
+
+def test_loggers_are_validated():
+    """A logger without log_metrics is a TypeError naming its class."""
+
+    class NotALogger:
+        pass
+
+    with pytest.raises(TypeError, match="NotALogger has no log_metrics"):
+        Fabric(accelerator="cpu", loggers=[NotALogger()])
+
+
+def test_log_converts_tensors_and_rejects_non_scalars():
+    """log sends Python numbers to the loggers and rejects tensors with several elements."""
+
+    class Memory:
+        def __init__(self):
+            self.rows = []
+
+        def log_metrics(self, metrics, step=None):
+            self.rows.append((dict(metrics), step))
+
+    memory = Memory()
+    fabric = Fabric(accelerator="cpu", loggers=memory)
+    fabric.log("loss", torch.tensor(0.5), step=3)
+    fabric.log_dict({"a": 1, "b": torch.tensor([2.0])})
+    assert memory.rows == [({"loss": 0.5}, 3), ({"a": 1, "b": 2.0}, None)]
+    assert type(memory.rows[0][0]["loss"]) is float
+    with pytest.raises(TypeError, match="'v' has 3 elements"):
+        fabric.log("v", torch.ones(3))
+    with pytest.raises(TypeError, match="'s' is a str"):
+        fabric.log("s", "text")
+
+
+def test_teardown_finalizes_loggers():
+    """teardown (or leaving the with block) finalizes every logger."""
+
+    class Finalized:
+        done = 0
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def finalize(self):
+            self.done += 1
+
+    logger = Finalized()
+    with Fabric(accelerator="cpu", loggers=[logger]) as fabric:
+        fabric.log("x", 1)
+    assert logger.done == 1
