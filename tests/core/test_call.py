@@ -176,7 +176,7 @@ def test_fixing_a_non_callable_attribute_takes_effect(fabric):
 
     broken = Broken()
     fabric.callbacks.append(broken)
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="is not callable"):
         assert fabric.call("on_step") == []
     broken.on_step = lambda: "fixed"
     assert fabric.call("on_step") == ["fixed"]

@@ -160,7 +160,7 @@ def test_no_backward_sync_needs_a_set_up_model(fabric):
         model(torch.randn(2, 4)).sum().backward()
     with fabric.no_backward_sync(model, enabled=False):
         pass
-    with pytest.raises(TypeError, match="needs the model that fabric.setup"):
+    with pytest.raises(TypeError, match=r"needs the model that fabric\.setup"):
         fabric.no_backward_sync(tiny_model())
 
 
