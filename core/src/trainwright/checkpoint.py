@@ -8,6 +8,7 @@ checkpoint never names a project class and survives a refactor of the code that 
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 from collections import OrderedDict
@@ -37,6 +38,7 @@ class CheckpointIO:
         """Write ``checkpoint`` to ``path`` atomically, creating the parent folders."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -74,6 +76,24 @@ class CheckpointIO:
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
         return checkpoint
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files that a killed writer of ``path`` left behind."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -40,15 +40,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _describe(tp: Any) -> str:
+def _describe(tp: Any, flag: bool = False) -> str:
+    """How a value of ``tp`` is written, for messages: "an integer", "one of 'a', 'b'", ..."""
     origin = get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(c) for c in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in get_args(tp))
+        return " or ".join(_describe(a, flag) for a in get_args(tp))
     if origin in (list, tuple, set, frozenset):
         args = [a for a in get_args(tp) if a is not Ellipsis]
-        return f"a comma-separated list of {_describe(args[0]) if args else 'values'}"
+        kind = "a comma-separated list" if flag else "a list"
+        if origin is tuple and len(args) > 1 and get_args(tp)[-1] is not Ellipsis:
+            return f"{kind} of {len(args)}: " + ", ".join(_describe(a) for a in args)
+        return f"{kind}, each {_describe(args[0])}" if args else kind
     if origin is dict:
         return "a table"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -76,7 +80,7 @@ def _from_string(text: str, tp: Any) -> Any:
                     return _from_string(text, member)
                 except _BadValue:
                     continue
-        raise _BadValue(_describe(tp))
+        raise _BadValue(_describe(tp, flag=True))
     if origin is Literal:
         for choice in get_args(tp):
             if str(choice) == text:
@@ -85,12 +89,14 @@ def _from_string(text: str, tp: Any) -> Any:
     if origin in (list, tuple, set, frozenset):
         items = [part.strip() for part in text.split(",")] if text.strip() else []
         args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(items) != len(args):
-                raise _BadValue(f"{len(args)} comma-separated values")
-            return tuple(_from_string(item, arg) for item, arg in zip(items, args, strict=True))
-        item_type = args[0] if args else Any
-        return origin(_from_string(item, item_type) for item in items)
+        try:
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                if len(items) != len(args):
+                    raise _BadValue("")
+                return tuple(_from_string(item, arg) for item, arg in zip(items, args, strict=True))
+            return origin(_from_string(item, args[0] if args else Any) for item in items)
+        except _BadValue:
+            raise _BadValue(_describe(tp, flag=True)) from None
     if tp is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE:
@@ -119,7 +125,7 @@ def _enum_member(value: object, tp: type[enum.Enum]) -> enum.Enum:
     raise _BadValue(_describe(tp))
 
 
-def _from_toml(value: Any, tp: Any, current: Any, where: str) -> Any:
+def _from_toml(value: Any, tp: Any, where: str) -> Any:
     """Check a TOML value against ``tp``; raises ``_BadValue`` naming what was expected."""
     origin = get_origin(tp)
     if tp is Any:
@@ -127,12 +133,12 @@ def _from_toml(value: Any, tp: Any, current: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise _BadValue(f"a table of {tp.__name__} fields")
-        return _apply_mapping(current if dataclasses.is_dataclass(current) else None, tp, value, where)
+        return _mapping_changes(tp, value, where)
     if origin in (Union, types.UnionType):
         for member in get_args(tp):
             if member is not type(None):
                 try:
-                    return _from_toml(value, member, current, where)
+                    return _from_toml(value, member, where)
                 except _BadValue:
                     continue
         raise _BadValue(_describe(tp))
@@ -142,20 +148,22 @@ def _from_toml(value: Any, tp: Any, current: Any, where: str) -> Any:
             return value
         raise _BadValue(_describe(tp))
     if origin in (list, tuple, set, frozenset):
-        if not isinstance(value, list):
-            raise _BadValue(_describe(tp))
         args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise _BadValue(f"a list of {len(args)} values")
-            return tuple(_from_toml(v, a, None, where) for v, a in zip(value, args, strict=True))
-        item_type = args[0] if args else Any
-        return origin(_from_toml(v, item_type, None, where) for v in value)
+        try:
+            if not isinstance(value, list):
+                raise _BadValue("")
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                if len(value) != len(args):
+                    raise _BadValue("")
+                return tuple(_from_toml(v, a, where) for v, a in zip(value, args, strict=True))
+            return origin(_from_toml(v, args[0] if args else Any, where) for v in value)
+        except _BadValue:
+            raise _BadValue(_describe(tp)) from None
     if origin is dict:
         if not isinstance(value, Mapping):
             raise _BadValue("a table")
         _, value_type = get_args(tp) or (Any, Any)
-        return {k: _from_toml(v, value_type, None, where) for k, v in value.items()}
+        return {k: _from_toml(v, value_type, where) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -181,6 +189,10 @@ def _from_toml(value: Any, tp: Any, current: Any, where: str) -> Any:
     raise _BadValue(_describe(tp))
 
 
+class _Section(dict):
+    """Changes to a nested dataclass field, as opposed to the value of a ``dict`` field."""
+
+
 def _unknown(name: str, known: Iterable[str], where: str, style: str) -> ConfigError:
     shown = {f"--{k.replace('_', '-')}" if style == "flag" else k: k for k in known}
     asked = f"--{name.replace('_', '-')}" if style == "flag" else name
@@ -189,26 +201,89 @@ def _unknown(name: str, known: Iterable[str], where: str, style: str) -> ConfigE
     return ConfigError(f"{where}: unknown {'option' if style == 'flag' else 'key'} {asked}{hint}")
 
 
-def _apply_mapping(config: Any, cls: type, mapping: Mapping[str, Any], where: str) -> Any:
+def _mapping_changes(cls: type, mapping: Mapping[str, Any], where: str) -> _Section:
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    changes = {}
+    changes = _Section()
     for key, value in mapping.items():
         if key not in names:
             raise _unknown(key, names, where, "key")
-        current = getattr(config, key, None) if config is not None else None
         try:
-            changes[key] = _from_toml(value, hints[key], current, f"{where} [{key}]")
+            changes[key] = _from_toml(value, hints[key], f"{where} [{key}]")
         except _BadValue as bad:
             raise ConfigError(f"{where}: {key} = {value!r} is not {bad.expected}") from None
-    return _build(config, cls, changes, where)
+    return changes
 
 
-def _build(config: Any, cls: type, changes: dict[str, Any], where: str) -> Any:
+def _flag_changes(cls: type, args: Iterable[str], source: str) -> _Section:
+    changes = _Section()
+    for arg in args:
+        if not isinstance(arg, str) or not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"{source}: {arg!r} is not of the form --field=value")
+        name, has_value, text = arg[2:].partition("=")
+        path = name.replace("-", "_").split(".")
+        owner, target = cls, changes
+        for depth, part in enumerate(path):
+            if not dataclasses.is_dataclass(owner):
+                raise ConfigError(f"{source}: --{'.'.join(path[:depth])} has no fields; cannot set {arg!r}")
+            names = [f.name for f in dataclasses.fields(owner)]
+            if part not in names:
+                prefix = ".".join(path[:depth])
+                known = [f"{prefix}.{n}" if prefix else n for n in names]
+                raise _unknown(f"{prefix}.{part}" if prefix else part, known, source, "flag")
+            tp = _hints(owner)[part]
+            if depth + 1 < len(path):
+                owner, target = tp, target.setdefault(part, _Section())
+                continue
+            if dataclasses.is_dataclass(tp):
+                raise ConfigError(f"{source}: --{name} is a section; set its fields, e.g. --{name}.<field>=value")
+            if not has_value:
+                if tp is not bool:
+                    raise ConfigError(f"{source}: {arg!r} needs a value, as in --{name}=<{_describe(tp, flag=True)}>")
+                text = "true"
+            try:
+                target[part] = _from_string(text, tp)
+            except _BadValue as bad:
+                raise ConfigError(f"{source}: --{name}={text!r} is not {bad.expected}") from None
+    return changes
+
+
+def _merge(base: _Section, extra: _Section) -> _Section:
+    merged = _Section(base)
+    for key, value in extra.items():
+        both = isinstance(value, _Section) and isinstance(merged.get(key), _Section)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
+def _field_default(cls: type, name: str) -> Any:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _build(cls: type, base: Any, changes: _Section, where: str) -> Any:
+    """Return ``base`` (or, if ``None``, a new ``cls``) with ``changes`` applied, nested sections too."""
+    hints = _hints(cls)
+    resolved = {}
+    for key, value in changes.items():
+        if isinstance(value, _Section):
+            nested_base = getattr(base, key) if base is not None else _field_default(cls, key)
+            value = _build(hints[key], nested_base if dataclasses.is_dataclass(nested_base) else None, value, where)
+        resolved[key] = value
+    if base is None:
+        for field in dataclasses.fields(cls):
+            required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            if required and field.init and field.name not in resolved:
+                raise ConfigError(
+                    f"{where}: {cls.__name__}.{field.name} has no default; set it in the config file "
+                    f"or with --{field.name.replace('_', '-')}=..."
+                )
     try:
-        return dataclasses.replace(config, **changes) if config is not None else cls(**changes)
-    except TypeError as error:  # a field without a default that nothing set
-        raise ConfigError(f"{where}: {error}") from None
+        return dataclasses.replace(base, **resolved) if base is not None else cls(**resolved)
     except ValueError as error:  # raised by the dataclass's own __post_init__ checks
         if isinstance(error, ConfigError):
             raise
@@ -224,7 +299,7 @@ def apply_mapping(config: T, mapping: Mapping[str, Any], *, source: str = "confi
     Raises:
         ConfigError: an unknown key (with the closest known one), or a value of the wrong type.
     """
-    return _apply_mapping(config, type(config), mapping, source)
+    return _build(type(config), config, _mapping_changes(type(config), mapping, source), source)
 
 
 def apply_overrides(config: T, args: Iterable[str], *, source: str = "command line") -> T:
@@ -237,65 +312,22 @@ def apply_overrides(config: T, args: Iterable[str], *, source: str = "command li
         ConfigError: a malformed flag, an unknown field (with the closest known one), or a
             value that does not convert to the field's type.
     """
-    nested: dict[str, Any] = {}
-    for arg in args:
-        if not isinstance(arg, str) or not arg.startswith("--") or len(arg) < 3:
-            raise ConfigError(f"{source}: {arg!r} is not of the form --field=value")
-        name, has_value, text = arg[2:].partition("=")
-        path = name.replace("-", "_").split(".")
-        holder: Any = config
-        for depth, part in enumerate(path):
-            if not dataclasses.is_dataclass(holder):
-                raise ConfigError(f"{source}: --{'.'.join(path[:depth])} has no fields; cannot set {arg!r}")
-            names = [f.name for f in dataclasses.fields(holder)]
-            if part not in names:
-                prefix = ".".join(path[:depth])
-                raise _unknown(
-                    f"{prefix}.{part}" if prefix else part,
-                    [f"{prefix}.{n}" if prefix else n for n in names],
-                    source,
-                    "flag",
-                )
-            tp = _hints(type(holder))[part]
-            if depth + 1 < len(path):
-                holder = getattr(holder, part)
-                continue
-            if dataclasses.is_dataclass(tp):
-                raise ConfigError(f"{source}: --{name} is a section; set its fields, e.g. --{name}.<field>=value")
-            if not has_value:
-                if tp is not bool:
-                    raise ConfigError(f"{source}: {arg!r} needs a value, as in --{name}=<{_describe(tp)}>")
-                text = "true"
-            try:
-                value = _from_string(text, tp)
-            except _BadValue as bad:
-                raise ConfigError(f"{source}: --{name}={text!r} is not {bad.expected}") from None
-            target = nested
-            for key in path[:-1]:
-                target = target.setdefault(key, {})
-            target[part] = value
-    return _replace_nested(config, nested, source)
-
-
-def _replace_nested(config: Any, changes: dict[str, Any], where: str) -> Any:
-    resolved = {
-        key: _replace_nested(getattr(config, key), value, where)
-        if isinstance(value, dict) and dataclasses.is_dataclass(getattr(config, key))
-        else value
-        for key, value in changes.items()
-    }
-    return _build(config, type(config), resolved, where)
+    return _build(type(config), config, _flag_changes(type(config), args, source), source)
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, args: Iterable[str] = ()) -> T:
     """Build ``cls`` from its defaults, then the TOML file at ``path``, then the flags ``args``.
 
+    Fields without a default must be set by the file or the flags.
+
     Raises:
         ConfigError: the file is missing or not valid TOML, or any key, flag or value is wrong.
     """
-    config = _build(None, cls, {}, cls.__name__)
+    changes = _Section()
+    source = "command line"
     if path is not None:
         path = Path(path)
+        source = f"{path} and command line"
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -306,8 +338,9 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, args: Itera
             mapping = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-        config = apply_mapping(config, mapping, source=str(path))
-    return apply_overrides(config, args)
+        changes = _mapping_changes(cls, mapping, str(path))
+    changes = _merge(changes, _flag_changes(cls, args, "command line"))
+    return _build(cls, None, changes, source)
 
 
 def format_help(config: Any, prefix: str = "") -> str:
@@ -325,5 +358,7 @@ def format_help(config: Any, prefix: str = "") -> str:
             continue
         shown = str(value) if isinstance(value, PurePath) else value
         help_text = field.metadata.get("help", "")
-        lines.append(f"  --{name}=<{_describe(hints[field.name])}>  (default: {shown!r})  {help_text}".rstrip())
+        lines.append(
+            f"  --{name}=<{_describe(hints[field.name], flag=True)}>  (default: {shown!r})  {help_text}".rstrip()
+        )
     return "\n".join(lines)
