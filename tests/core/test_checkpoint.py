@@ -206,7 +206,7 @@ def test_load_refuses_pickled_objects_without_running_them(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
     torch.save({"model": Exploit(str(marker)), RESERVED_KEY: {"format_version": 1}}, path)
-    with pytest.raises(ValueError, match="refusing to load .*evil.ckpt.*pickled objects"):
+    with pytest.raises(ValueError, match=r"refusing to load .*evil\.ckpt.*pickled objects"):
         Fabric(accelerator="cpu").load(path)
     assert not marker.exists()
 
@@ -240,7 +240,7 @@ def test_load_reports_corrupt_files(tmp_path, content):
 
 def test_load_missing_file_names_it(tmp_path):
     """Loading a path with nothing there raises FileNotFoundError naming the path."""
-    with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt"):
         Fabric(accelerator="cpu").load(tmp_path / "nowhere.ckpt")
 
 

@@ -154,7 +154,7 @@ def test_load_config_layers_defaults_file_and_flags(tmp_path):
 
 def test_load_config_missing_and_malformed_files(tmp_path):
     """A missing file and invalid TOML are ConfigErrors naming the file (and the line for TOML)."""
-    with pytest.raises(ConfigError, match="config file '.*nope.toml' does not exist"):
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.toml' does not exist"):
         load_config(Config, tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("max_epochs = 3\nlr = = 2\n")
