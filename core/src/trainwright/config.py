@@ -13,7 +13,6 @@ import dataclasses
 import difflib
 import enum
 import os
-import tomllib
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -334,6 +333,8 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, args: Itera
             raise ConfigError(f"config file {str(path)!r} does not exist") from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError(f"config file {str(path)!r} cannot be read: {error}") from None
+        import tomllib  # only needed here; keeps ``import trainwright`` lean
+
         try:
             mapping = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:

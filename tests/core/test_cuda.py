@@ -1,0 +1,58 @@
+"""CUDA paths: device selection and the mixed and reduced precisions against float32.
+
+These run only where a CUDA GPU is present; elsewhere they are skipped (see conftest.py).
+"""
+
+import pytest
+import torch
+
+from tests.core.helpers import regression_data
+from trainwright import Fabric
+
+pytestmark = pytest.mark.cuda
+
+
+def train(precision: str, steps: int = 200):
+    fabric = Fabric(accelerator="cuda", devices=1, precision=precision)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.GELU(), torch.nn.Linear(64, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, optimizer = fabric.setup(model, optimizer)
+    x, y = (fabric.to_device(t) for t in regression_data(n=512).tensors)
+    losses = []
+    for step in range(steps):
+        i = (step * 64) % 512
+        loss = torch.nn.functional.mse_loss(model(x[i : i + 64]), y[i : i + 64])
+        fabric.backward(loss)
+        fabric.clip_gradients(model, optimizer, max_norm=10.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return fabric, model, losses
+
+
+def test_cuda_device_selection():
+    """accelerator='auto' picks CUDA, and devices=[i] selects cuda:i for the model and the batches."""
+    assert Fabric().device.type == "cuda"
+    last = torch.cuda.device_count() - 1
+    fabric = Fabric(accelerator="cuda", devices=[last])
+    assert fabric.device == torch.device("cuda", last)
+    model = fabric.setup(torch.nn.Linear(4, 1))
+    assert next(model.parameters()).device == torch.device("cuda", last)
+    loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(regression_data(n=8), batch_size=4))
+    assert all(x.device == fabric.device for x, _ in loader)
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), [("bf16-mixed", 0.05), ("16-mixed", 0.02), ("bf16-true", 0.15)])
+def test_reduced_precision_matches_float32(precision, tolerance):
+    """Training in a reduced precision ends within a stated tolerance of float32's final loss."""
+    _, _, reference = train("32-true")
+    fabric, model, losses = train(precision)
+    final, expected = sum(losses[-20:]) / 20, sum(reference[-20:]) / 20
+    assert final < 0.2 * losses[0]
+    assert abs(final - expected) <= tolerance + 0.1 * expected, (precision, final, expected)
+    if precision == "16-mixed":
+        assert fabric.precision.scaler.is_enabled()
+        assert fabric.precision.scaler.get_scale() > 1
+    if precision == "bf16-true":
+        assert next(model.parameters()).dtype == torch.bfloat16

@@ -1,0 +1,50 @@
+"""The package as installed: version, public names, and what importing it does (and doesn't do)."""
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import trainwright
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_version_is_exposed_and_matches_the_distribution():
+    """trainwright.__version__ is the version pip installed from core/pyproject.toml."""
+    assert trainwright.__version__ == importlib.metadata.version("trainwright")
+    pyproject = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())
+    assert pyproject["project"]["dependencies"] == ["torch>=2.3"]
+    assert set(pyproject["project"]["optional-dependencies"]) == {"tensorboard", "dev"}
+
+
+def test_public_names_exist():
+    """Every name in __all__ is importable from trainwright."""
+    for name in trainwright.__all__:
+        assert hasattr(trainwright, name), name
+
+
+def test_import_is_side_effect_free():
+    """Importing trainwright writes no environment variable, probes no device and imports nothing heavy."""
+    probe = """
+import json, os, sys
+before = dict(os.environ)
+import torch
+loaded_by_torch = set(sys.modules)
+import trainwright
+new = sorted(m for m in set(sys.modules) - loaded_by_torch if not m.startswith("trainwright"))
+print(json.dumps({
+    "env_changed": dict(os.environ) != before,
+    "new_modules": new,
+    "cuda_initialized": torch.cuda.is_initialized(),
+}))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["env_changed"] is False
+    assert result["cuda_initialized"] is False
+    heavy = [m for m in result["new_modules"] if m.split(".")[0] in {"tensorboard", "numpy", "lightning", "matplotlib"}]
+    assert heavy == []
+    assert not any(m.startswith("torch.utils.tensorboard") for m in result["new_modules"])
