@@ -16,7 +16,14 @@ def test_demo_loop_trains_logs_and_checkpoints(tmp_path):
     """The demo prints hooks and iteration times, writes metrics.csv and a reloadable checkpoint."""
     run_dir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "docs" / "examples" / "fabric_loop.py"), "--run-dir", str(run_dir), "--epochs", "2"],
+        [
+            sys.executable,
+            str(ROOT / "docs" / "examples" / "fabric_loop.py"),
+            "--run-dir",
+            str(run_dir),
+            "--epochs",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

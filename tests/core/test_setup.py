@@ -233,3 +233,16 @@ def test_teardown_finalizes_loggers():
     with Fabric(accelerator="cpu", loggers=[logger]) as fabric:
         fabric.log("x", 1)
     assert logger.done == 1
+
+
+def test_hooks_on_the_original_and_on_the_wrapper_both_run(fabric):
+    """Forward hooks registered on the original model or on the wrapped one both fire."""
+    original = torch.nn.Linear(2, 2)
+    fired = []
+    original.register_forward_hook(lambda *args: fired.append("original"))
+    model = fabric.setup(original)
+    model(torch.randn(1, 2))
+    assert fired == ["original"]
+    model.register_forward_hook(lambda *args: fired.append("wrapper"))
+    model(torch.randn(1, 2))
+    assert fired == ["original", "original", "wrapper"]

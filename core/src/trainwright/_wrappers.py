@@ -42,6 +42,14 @@ class FabricModule(torch.nn.Module):
         """The model as the user built it (unwrapped)."""
         return self._original_module
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # nn.Module.__call__ runs hook machinery that costs a few microseconds per step; the
+        # wrapper skips it unless hooks were registered on the wrapper itself. The original
+        # model's own hooks (and global ones) still run inside its own __call__.
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks:
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if not self._wraps_forward:
             return self._forward(*args, **kwargs)
