@@ -7,6 +7,7 @@ and hardware can be tested from a table on any machine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -53,8 +54,6 @@ class Flags:
 
 def probe_hardware(environ: Mapping[str, str] | None = None) -> Hardware:
     """Ask torch which devices exist. Reads, never writes, the environment."""
-    import os
-
     environ = os.environ if environ is None else environ
     cuda_devices = torch.cuda.device_count()
     mps = getattr(torch.backends, "mps", None)
