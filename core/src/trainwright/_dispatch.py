@@ -140,7 +140,7 @@ class Dispatcher:
 
     Args:
         is_global_zero: whether this process is global rank zero; callbacks whose
-            ``rank_zero_only`` attribute is true are skipped elsewhere.
+            ``rank_zero_only`` attribute is true are skipped on the other ranks.
     """
 
     def __init__(self, is_global_zero: bool = True) -> None:

@@ -57,7 +57,9 @@ class Fabric:
     Raises:
         ValueError: a flag has an unknown value or asks for hardware that is not there; the
             message names the flag and lists what is allowed.
-        TypeError: a logger lacks ``log_metrics``.
+        TypeError: ``callbacks`` or ``loggers`` is a string or a mapping, or a logger lacks
+            ``log_metrics``.
+        NotImplementedError: the flags resolve to a strategy this release cannot run (DDP).
     """
 
     def __init__(
