@@ -606,3 +606,23 @@ def test_custom_getattr_callback(fabric):
     assert fabric.call("on_x", a=3) == [3]
     cb.answer = lambda a: -a
     assert fabric.call("on_x", a=3) == [-3]
+
+
+def test_a_keyword_named_hook_reaches_the_callbacks(fabric):
+    """The hook name is positional-only, so a keyword argument called 'hook' is passed on like any other."""
+    fabric.callbacks.append(types.SimpleNamespace(on_x=lambda hook: hook))
+    assert fabric.call("on_x", hook="value") == ["value"]
+
+
+def test_non_callable_warning_is_given_once_not_per_call(fabric):
+    """The warning about a non-callable hook comes with the first dispatch, not on every call."""
+
+    class Broken:
+        on_step = 1
+
+    fabric.callbacks.append(Broken())
+    with pytest.warns(UserWarning, match="is not callable") as record:
+        for _ in range(5):
+            fabric.call("on_step")
+    assert len(record) == 1
+    assert record[0].filename == __file__  # points at the fabric.call line, not into trainwright
