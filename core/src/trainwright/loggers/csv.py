@@ -17,8 +17,8 @@ class CSVLogger(Logger):
     """Writes metrics to ``<root_dir>/<filename>``, with a ``step`` column first.
 
     Metrics logged at the same step share a row; a metric seen for the first time adds a
-    column (the file is then rewritten atomically with the wider header). Every row reaches
-    the operating system as soon as it is logged, so a crash loses nothing already logged.
+    column (the file is then rewritten atomically with the wider header). Every value reaches
+    the operating system as soon as it is logged, and the file is valid CSV after every call.
 
     Args:
         root_dir: the folder for the file, created on the first write.
@@ -89,7 +89,6 @@ class CSVLogger(Logger):
             # Overwrite the open row in place. A merged row usually grows, and then one write
             # replaces it whole; only when it shrinks is it cut first, so that a crash can lose
             # this step's row but never leave the tail of the old one behind.
-            f.seek(self._row_start)
             if len(data) < f.seek(0, os.SEEK_END) - self._row_start:
                 f.truncate(self._row_start)
             f.seek(self._row_start)
