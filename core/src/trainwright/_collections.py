@@ -28,3 +28,14 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     if isinstance(data, list):
         return type(data)(apply_to_tensors(v, fn) for v in data)
     return data
+
+
+def move_to_device(data: Any, device: torch.device) -> Any:
+    """Move every tensor in ``data`` to ``device``; copies to a GPU do not block the host."""
+    non_blocking = device.type == "cuda"
+    return apply_to_tensors(data, lambda t: t.to(device, non_blocking=non_blocking))
+
+
+def cast_floating(data: Any, dtype: torch.dtype, keep: tuple[torch.dtype, ...] = ()) -> Any:
+    """Cast every floating-point tensor in ``data`` to ``dtype``, except those of a dtype in ``keep``."""
+    return apply_to_tensors(data, lambda t: t.to(dtype) if t.is_floating_point() and t.dtype not in keep else t)

@@ -157,19 +157,20 @@ class Dispatcher:
         if not _is_identifier(hook):
             raise ValueError(f"fabric.call() got hook name {hook!r}, which is not a valid Python identifier")
         self.dispatched.add(hook)
-        key = (hook, len(args), tuple(kwargs), tuple(map(id, callbacks)))
+        names = tuple(kwargs)
+        key = (hook, len(args), names, tuple(map(id, callbacks)))
         plan = self._compiled.get(key)
         if plan is not None:
             result = plan(callbacks, args, kwargs)
             if result is not _STALE:
                 self.plans[hook] = plan
                 return result
-        plan = self._compile(callbacks, hook, len(args), tuple(kwargs))
+        plan = self._compile(callbacks, hook, len(args), names)
         result = plan(callbacks, args, kwargs)
         if result is _STALE:
             # A hook that is a new object at every lookup (say, a property that builds a
             # closure) makes every plan stale at once; such a call runs uncached.
-            return self._compile(callbacks, hook, len(args), tuple(kwargs), volatile=True)(callbacks, args, kwargs)
+            return self._compile(callbacks, hook, len(args), names, volatile=True)(callbacks, args, kwargs)
         if len(self._compiled) >= _MAX_CACHED_PLANS:
             self._compiled.clear()
         self._compiled[key] = self.plans[hook] = plan

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trainwright._collections import apply_to_tensors
+from trainwright._collections import move_to_device
 
 if TYPE_CHECKING:
     from trainwright.precision import Precision
@@ -160,16 +160,7 @@ class FabricDataLoader:
     def __iter__(self) -> Iterator[Any]:
         if self._device is None:
             return iter(self._dataloader)
-        return self._moved(self._device)
-
-    def _moved(self, device: torch.device) -> Iterator[Any]:
-        non_blocking = device.type == "cuda"
-
-        def move(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.to(device, non_blocking=non_blocking)
-
-        for batch in self._dataloader:
-            yield apply_to_tensors(batch, move)
+        return (move_to_device(batch, self._device) for batch in self._dataloader)
 
     def __getattr__(self, name: str) -> Any:
         dataloader = self.__dict__.get("_dataloader")

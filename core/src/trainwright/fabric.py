@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import torch
 
 from trainwright import __version__
-from trainwright._collections import apply_to_tensors
+from trainwright._collections import apply_to_tensors, move_to_device
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
@@ -237,8 +237,7 @@ class Fabric:
         """Move a module, a tensor, or tensors nested in dicts, lists and tuples to ``device``."""
         if isinstance(obj, torch.nn.Module):
             return obj.to(self.device)
-        device = self.device
-        return apply_to_tensors(obj, lambda t: t.to(device))
+        return move_to_device(obj, self.device)
 
     # -- processes ---------------------------------------------------------------------------
 

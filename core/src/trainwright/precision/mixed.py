@@ -8,12 +8,8 @@ from typing import Any
 
 import torch
 
-from trainwright._collections import apply_to_tensors
+from trainwright._collections import cast_floating
 from trainwright.precision.base import Precision
-
-
-def _to_float32(data: Any) -> Any:
-    return apply_to_tensors(data, lambda t: t.float() if t.is_floating_point() and t.dtype != torch.float64 else t)
 
 
 class BF16MixedPrecision(Precision):
@@ -28,7 +24,7 @@ class BF16MixedPrecision(Precision):
 
     def convert_output(self, data: Any) -> Any:
         # The loss should be computed in float32 even when the logits came out in 16 bits.
-        return _to_float32(data)
+        return cast_floating(data, torch.float32, keep=(torch.float64,))
 
 
 class FP16MixedPrecision(BF16MixedPrecision):

@@ -6,12 +6,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from trainwright._collections import apply_to_tensors
+from trainwright._collections import cast_floating
 from trainwright.precision.base import Precision
-
-
-def _cast_floating(data: Any, dtype: torch.dtype) -> Any:
-    return apply_to_tensors(data, lambda t: t.to(dtype) if t.is_floating_point() else t)
 
 
 class DoublePrecision(Precision):
@@ -24,7 +20,7 @@ class DoublePrecision(Precision):
         return module.double()
 
     def convert_input(self, data: Any) -> Any:
-        return _cast_floating(data, torch.float64)
+        return cast_floating(data, torch.float64)
 
 
 class BF16TruePrecision(Precision):
@@ -43,7 +39,7 @@ class BF16TruePrecision(Precision):
         return module.to(self.dtype)
 
     def convert_input(self, data: Any) -> Any:
-        return _cast_floating(data, self.dtype)
+        return cast_floating(data, self.dtype)
 
     def convert_output(self, data: Any) -> Any:
-        return _cast_floating(data, torch.float32)
+        return cast_floating(data, torch.float32)
