@@ -1,0 +1,1 @@
+"""A trainer project generated from the trainwright template; ``python -m`` this package to train."""

@@ -1,0 +1,64 @@
+"""Puts a run together from its config: data, model, optimizer, schedule, callbacks, loggers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from trainwright import CSVLogger, Logger, TensorBoardLogger, seed_everything
+from trainwright.config import ConfigError
+
+from .callbacks import build_callbacks
+from .config import Config
+from .data import make_dataloaders
+from .model import build_model, loss_fn, score_fn
+from .trainer import Trainer
+
+
+def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
+    """Train the example task with ``config``; return the trainer, which holds the final metrics.
+
+    ``callbacks`` run after the standard ones that ``config`` enables.
+
+    Raises:
+        ConfigError: ``config.resume`` names a checkpoint that does not exist.
+    """
+    seed_everything(config.seed)
+    train_loader, val_loader = make_dataloaders(config.data, config.batch_size, config.seed)
+    model = build_model(config.model, config.data.num_features, config.data.output_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = build_scheduler(optimizer, config, len(train_loader))
+    callbacks = [*build_callbacks(config), *callbacks]
+    trainer = Trainer(config, loss_fn, score_fn, callbacks=callbacks, loggers=build_loggers(config))
+    if config.resume and not trainer.resume_path().is_file():
+        raise ConfigError(f"resume={config.resume!r}: there is no checkpoint at {str(trainer.resume_path())!r}")
+    trainer.fit(model, optimizer, train_loader, val_loader, scheduler)
+    return trainer
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: Config, num_batches: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule over the whole run, in the unit of ``scheduler_interval``."""
+    if config.scheduler == "constant":
+        return None
+    if config.scheduler_interval == "epoch":
+        length = config.max_epochs
+    else:
+        batches = num_batches if config.limit_train_batches is None else min(num_batches, config.limit_train_batches)
+        length = config.max_epochs * math.ceil(batches / config.grad_accum_steps)
+        if config.max_steps is not None:
+            length = min(length, config.max_steps)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, length))
+
+
+def build_loggers(config: Config) -> list[Logger]:
+    """The loggers named in ``config.loggers``, writing into the run directory."""
+    loggers: list[Logger] = []
+    if "csv" in config.loggers:
+        # A resumed run continues the same file rather than replacing it.
+        loggers.append(CSVLogger(config.run_dir, append=config.resume is not None))
+    if "tensorboard" in config.loggers:
+        loggers.append(TensorBoardLogger(config.run_dir / "tensorboard"))
+    return loggers
