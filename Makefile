@@ -13,8 +13,18 @@ $(VENV)/.installed: core/pyproject.toml constraints.txt
 	$(INSTALL) -e 'core[dev]'
 	touch $@
 
+# Render the template with the default answers, install the project, train it, plot the run.
+DEMO := build/demo
+DEMO_RUN := $(DEMO)/runs/demo
 demo: $(VENV)/.installed
-	$(PY) docs/examples/fabric_loop.py --run-dir build/demo
+	rm -rf $(DEMO)
+	$(PY) -m copier copy --defaults --quiet --vcs-ref=HEAD . $(DEMO)
+	$(INSTALL) -e '$(DEMO)[plot]'
+	$(PY) -m my_trainer fit --max-epochs=2 --accelerator=cpu --run-dir=$(DEMO_RUN)
+	$(PY) -m my_trainer plot $(DEMO_RUN)
+	@echo
+	@echo "The project is in $(DEMO): edit src/my_trainer/, then run its tests with:"
+	@echo "  cd $(DEMO) && ../../$(PY) -m pytest"
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
