@@ -12,9 +12,11 @@ from datetime import date
 from pathlib import Path
 
 import call_overhead
+import copier_copy
 import import_time
 import loop_overhead
 import torch
+import trainer_overhead
 
 import trainwright
 
@@ -52,7 +54,9 @@ def main() -> None:
     for title, module in [
         ("`fabric.call`: 3 callbacks with different signatures, 1 without the hook, 4 kwargs", call_overhead),
         ("Training step: tiny MLP, SGD, CPU, 1 thread", loop_overhead),
+        ("Generated `Trainer` step: the same tiny MLP, default callbacks, CSV logger", trainer_overhead),
         ("Import time", import_time),
+        ("Scaffolding a project", copier_copy),
     ]:
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         sections.append(f"### {title}\n\n{module.report(module.run())}")
