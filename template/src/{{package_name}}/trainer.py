@@ -39,23 +39,9 @@ from trainwright import Fabric, Logger, capture_rng_state, restore_rng_state
 
 from .config import Config
 
-HOOKS = (
-    "on_fit_start",
-    "on_train_epoch_start",
-    "on_train_batch_start",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_train_batch_end",
-    "on_train_epoch_end",
-    "on_validation_epoch_start",
-    "on_validation_batch_end",
-    "on_validation_epoch_end",
-    "on_save_checkpoint",
-    "on_load_checkpoint",
-    "on_fit_end",
-    "on_exception",
-)
+# Every hook this trainer fires: the first column of the table above (so the two cannot drift
+# apart), for the check for misspelt hooks at the end of fit.
+HOOKS = tuple(line.split()[0] for line in __doc__.partition("extra keyword arguments\n")[2].strip().splitlines())
 
 
 class Trainer:
@@ -134,12 +120,7 @@ class Trainer:
                 self.epoch, self.batch_idx = self.epoch + 1, 0
                 if config.scheduler_interval == "epoch" and self.scheduler is not None:
                     self.scheduler.step()
-                self._call(
-                    "on_train_epoch_end",
-                    epoch=finished_epoch,
-                    global_step=self.global_step,
-                    metrics=metrics,
-                )
+                self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
@@ -208,12 +189,7 @@ class Trainer:
             fabric.backward(loss / window if window > 1 else loss)
         self._call("on_after_backward", model=model)
         if is_step:
-            self._call(
-                "on_before_optimizer_step",
-                model=model,
-                optimizer=optimizer,
-                global_step=self.global_step,
-            )
+            self._call("on_before_optimizer_step", model=model, optimizer=optimizer, global_step=self.global_step)
             if config.grad_clip_norm is not None:
                 fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip_norm)
             optimizer.step()
@@ -251,24 +227,13 @@ class Trainer:
             for name, value in scores.items():  # sums weighted by batch size: the last batch may be short
                 sums[name] = sums.get(name, 0) + value.detach().float() * len(targets)
             count += len(targets)
-            self._call(
-                "on_validation_batch_end",
-                batch=batch,
-                batch_idx=batch_idx,
-                loss=loss,
-                outputs=outputs,
-            )
+            self._call("on_validation_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs)
         # The mean over every sample on every process.
         total = fabric.all_reduce(count, op="sum")
         self.metrics = {f"val/{name}": (fabric.all_reduce(s, op="sum") / total).item() for name, s in sums.items()}
         fabric.log_dict(self.metrics, step=self.global_step)
         fabric.print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
-        self._call(
-            "on_validation_epoch_end",
-            epoch=self.epoch,
-            global_step=self.global_step,
-            metrics=self.metrics,
-        )
+        self._call("on_validation_epoch_end", epoch=self.epoch, global_step=self.global_step, metrics=self.metrics)
         self.model.train()
         return self.metrics
 
