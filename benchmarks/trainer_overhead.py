@@ -19,8 +19,8 @@ from pathlib import Path
 
 import copier
 import torch
-from _harness import Result, compare, table
-from loop_overhead import make_batches, make_model, raw_steps
+from _harness import Result, compare
+from loop_overhead import make_batches, make_model, raw_steps, report  # the same table of per-step ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,11 +79,6 @@ def run(number: int = 20, rounds: int = 101) -> dict[str, Result]:
             "generated Trainer, default callbacks": trainer_steps(package, Path(tmp) / "run", batches, callbacks=True),
         }
         return compare(variants, number, rounds)
-
-
-def report(results: dict[str, Result]) -> str:
-    rows = [(name, f"{r.seconds * 1e6:.1f} µs", f"{r.ratio:.3f}×") for name, r in results.items()]
-    return table(rows, ("variant", "per step", "vs raw PyTorch"))
 
 
 if __name__ == "__main__":
