@@ -86,11 +86,3 @@ def test_probe_reads_world_size_from_environment():
     assert probe_hardware({}).world_size == 1
     with pytest.raises(ValueError, match="WORLD_SIZE='x' is not an integer"):
         probe_hardware({"WORLD_SIZE": "x"})
-
-
-def test_ddp_is_a_clear_error_in_this_release():
-    """Asking Fabric for DDP raises NotImplementedError that says what is available."""
-    from trainwright import Fabric
-
-    with pytest.raises(NotImplementedError, match="strategy='ddp' is not available in this release"):
-        Fabric(accelerator="cpu", devices=2)

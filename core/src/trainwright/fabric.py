@@ -59,7 +59,10 @@ class Fabric:
             message names the flag and lists what is allowed.
         TypeError: ``callbacks`` or ``loggers`` is a string or a mapping, or a logger lacks
             ``log_metrics``.
-        NotImplementedError: the flags resolve to a strategy this release cannot run (DDP).
+
+    Under ``torchrun`` (``WORLD_SIZE`` above 1 in the environment), ``strategy="auto"`` is DDP:
+    constructing ``Fabric`` joins the process group, and ``teardown`` (or leaving a ``with``
+    block) leaves it.
     """
 
     def __init__(
@@ -167,11 +170,25 @@ class Fabric:
             return wrapped
         return (wrapped, *(wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers))
 
-    def setup_dataloaders(self, *dataloaders: torch.utils.data.DataLoader, move_to_device: bool = True) -> Any:
+    def setup_dataloaders(
+        self,
+        *dataloaders: torch.utils.data.DataLoader,
+        move_to_device: bool = True,
+        use_distributed_sampler: bool = True,
+    ) -> Any:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
+
+        Under DDP each loader is rebuilt to yield only this process's shard of the samples
+        (see ``trainwright.strategies.shard_dataloader``); call ``loader.sampler.set_epoch(epoch)``
+        at the start of every epoch so that a shuffle changes from epoch to epoch. Pass
+        ``use_distributed_sampler=False`` to keep loaders that shard themselves as they are.
 
         Returns:
             One loader for one argument, else a tuple in the same order.
+
+        Raises:
+            TypeError: an argument is not a ``DataLoader``, or under DDP a loader cannot be
+                rebuilt with a sharded sampler (a ``DataLoader`` subclass or a custom batch sampler).
         """
         if not dataloaders:
             raise TypeError("setup_dataloaders() needs at least one data loader")
@@ -182,7 +199,9 @@ class Fabric:
                 raise TypeError(
                     f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
                 )
-            wrapped.append(FabricDataLoader(self._strategy.process_dataloader(loader), device))
+            if use_distributed_sampler:
+                loader = self._strategy.process_dataloader(loader)
+            wrapped.append(FabricDataLoader(loader, device))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:

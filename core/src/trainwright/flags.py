@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from trainwright.strategies.environment import env_int
+
 ACCELERATORS = ("auto", "cpu", "cuda", "mps")
 STRATEGIES = ("auto", "single", "ddp")
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
@@ -61,18 +63,8 @@ def probe_hardware(environ: Mapping[str, str] | None = None) -> Hardware:
         cuda_devices=cuda_devices,
         cuda_bf16=bool(cuda_devices) and torch.cuda.is_bf16_supported(),
         mps=bool(mps and mps.is_available()),
-        world_size=_int_env(environ, "WORLD_SIZE", 1),
+        world_size=env_int(environ, "WORLD_SIZE", 1),
     )
-
-
-def _int_env(environ: Mapping[str, str], name: str, default: int) -> int:
-    value = environ.get(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def _choices(values: Sequence[str]) -> str:
@@ -180,6 +172,8 @@ def resolve_flags(
             f"precision={precision!r} needs bfloat16 support, which these CUDA devices lack "
             "(compute capability below 8.0); use '16-mixed' or '32-true'"
         )
+    if strategy == "ddp" and accelerator == "mps":
+        raise ValueError("strategy='ddp' is not supported on mps, which has a single device; use devices=1")
     if precision == "64-true" and accelerator == "mps":
         raise ValueError("precision='64-true' is not supported on mps, which has no float64; use '32-true'")
     return Flags(accelerator=accelerator, devices=indices, strategy=strategy, precision=precision)

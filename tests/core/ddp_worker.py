@@ -1,0 +1,95 @@
+"""One worker of the two-process DDP tests; ``torchrun`` starts two copies of it.
+
+    python -m torch.distributed.run --standalone --nproc-per-node=2 ddp_worker.py SCENARIO OUT_DIR
+
+Scenarios:
+    train   collectives, then a few steps of a hand-written loop over a sharded loader, with
+            logging and a checkpoint; each rank writes what it saw to OUT_DIR/rank<r>.json.
+    fail    rank 1 raises in its third step while rank 0 goes on into the next all-reduce.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from trainwright import CSVLogger, Fabric
+
+PER_RANK_BATCH = 8
+
+
+def data() -> TensorDataset:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=generator)  # (64, 4)
+    return TensorDataset(x, x.sum(dim=1, keepdim=True))  # (64, 1)
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+
+
+def collectives(fabric: Fabric) -> dict:
+    rank = fabric.global_rank
+    value = torch.tensor([float(rank + 1)])
+    gathered = fabric.all_gather(torch.tensor([rank, 10 * rank]))
+    return {
+        "sum": fabric.all_reduce(value, op="sum").item(),
+        "mean": fabric.all_reduce(value, op="mean").item(),
+        "max": fabric.all_reduce(value, op="max").item(),
+        "min": fabric.all_reduce(value, op="min").item(),
+        "input_untouched": value.item() == rank + 1,
+        "gathered": gathered.tolist(),
+        "broadcast": fabric.broadcast({"from": rank}, src=1),
+    }
+
+
+def train(fabric: Fabric, out_dir: Path) -> dict:
+    net = model()
+    net, optimizer = fabric.setup(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    loader = fabric.setup_dataloaders(DataLoader(data(), batch_size=PER_RANK_BATCH, shuffle=False))
+    seen = []
+    for step, (x, y) in enumerate(loader):
+        seen += x[:, 0].tolist()
+        loss = torch.nn.functional.mse_loss(net(x), y)
+        fabric.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        fabric.log("loss", loss, step=step)
+    # Each rank names its own path, so that a write from rank 1 would show as a file of its own.
+    fabric.save(
+        out_dir / f"checkpoints-{fabric.global_rank}" / "final.ckpt", {"model": net, "rank": fabric.global_rank}
+    )
+    fabric.print(f"printed by rank {fabric.global_rank}")
+    return {
+        "first_features": seen,
+        "weights": [p.detach().flatten().tolist() for p in net.module.parameters()],
+        "batches": len(loader),
+    }
+
+
+def fail(fabric: Fabric) -> None:
+    for step in range(10):
+        if fabric.global_rank == 1 and step == 3:
+            raise RuntimeError("rank 1 fails on purpose")
+        fabric.all_reduce(torch.ones(1), op="sum")
+
+
+def main(scenario: str, out_dir: Path) -> None:
+    rank = int(os.environ["RANK"])
+    with Fabric(accelerator="cpu", loggers=CSVLogger(out_dir / f"logs-{rank}")) as fabric:
+        if scenario == "fail":
+            fail(fabric)
+            return
+        result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "strategy": fabric.flags.strategy}
+        result.update(collectives(fabric), **train(fabric, out_dir))
+        (out_dir / f"rank{fabric.global_rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]))

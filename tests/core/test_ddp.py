@@ -1,0 +1,316 @@
+"""The DDP strategy: the launch environment, sharding, and two real processes over gloo.
+
+The two-process tests start ``torchrun --standalone --nproc-per-node=2`` on ``ddp_worker.py``
+and read what each rank wrote. Every subprocess has a timeout, so a hang fails the test
+instead of stalling the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data.distributed import DistributedSampler
+
+from tests.core import ddp_worker
+from trainwright import Fabric
+from trainwright.checkpoint import CheckpointIO
+from trainwright.strategies import DDPStrategy, LaunchEnvironment, ShardedSampler, shard_dataloader
+
+WORKER = Path(ddp_worker.__file__)
+TORCHRUN_TIMEOUT = 120
+
+
+def torchrun(*args: str | Path, timeout: float = TORCHRUN_TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``ddp_worker.py`` in two processes; the environment carries no launch variables in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", WORKER, *args]
+    return subprocess.run(
+        [str(part) for part in command], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+# -- the launch environment -----------------------------------------------------------------
+
+TORCHRUN_ENV = {
+    "RANK": "3",
+    "LOCAL_RANK": "1",
+    "WORLD_SIZE": "4",
+    "LOCAL_WORLD_SIZE": "2",
+    "MASTER_ADDR": "node0",
+    "MASTER_PORT": "29500",
+}
+
+
+def test_environment_reads_what_torchrun_sets():
+    env = LaunchEnvironment.from_environ(TORCHRUN_ENV)
+    assert env == LaunchEnvironment(3, 1, 4, 2, "node0", 29500)
+    assert env.launched
+
+
+def test_environment_without_a_launcher_is_one_process():
+    env = LaunchEnvironment.from_environ({"PATH": "/bin"})
+    assert (env.rank, env.local_rank, env.world_size, env.launched) == (0, 0, 1, False)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"MASTER_PORT": None}, "WORLD_SIZE is set, but MASTER_PORT is not: start the job with torchrun"),
+        ({"RANK": None, "LOCAL_RANK": None}, "WORLD_SIZE is set, but RANK, LOCAL_RANK are not"),
+        ({"RANK": "two"}, "environment variable RANK='two' is not an integer"),
+        ({"RANK": "4"}, "RANK=4 does not fit WORLD_SIZE=4"),
+        ({"LOCAL_RANK": "2"}, "LOCAL_RANK=2 does not fit LOCAL_WORLD_SIZE=2"),
+    ],
+)
+def test_environment_errors_name_the_variable(changes, message):
+    environ = {k: v for k, v in {**TORCHRUN_ENV, **changes}.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        LaunchEnvironment.from_environ(environ)
+
+
+def test_several_devices_without_a_launcher_say_how_to_launch():
+    with pytest.raises(ValueError, match=r"needs one process per device; start them with `torchrun --nproc-per-node=2"):
+        Fabric(accelerator="cpu", devices=2)
+
+
+def test_ddp_on_mps_is_refused():
+    from trainwright.flags import Hardware, resolve_flags
+
+    with pytest.raises(ValueError, match="strategy='ddp' is not supported on mps"):
+        resolve_flags("mps", strategy="ddp", hardware=Hardware(mps=True))
+
+
+# -- sharding -----------------------------------------------------------------------------------
+
+
+class Reversed(torch.utils.data.Sampler[int]):
+    """A custom sampler with an epoch: indices in reverse, rotated by the epoch."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.epoch = size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = list(reversed(range(self.size)))
+        return iter(order[self.epoch :] + order[: self.epoch])
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 10])
+@pytest.mark.parametrize("replicas", [1, 2, 3, 4])
+def test_sharded_sampler_deals_every_index_evenly(size, replicas):
+    """Shards are equally long, together hold every index, and overlap only by the padding."""
+    shards = [list(ShardedSampler(Reversed(size), replicas, rank)) for rank in range(replicas)]
+    assert {len(shard) for shard in shards} == {-(-size // replicas)}
+    dealt = [index for shard in shards for index in shard]
+    assert set(dealt) == set(range(size))
+    # The padding repeats the wrapped order from its start; rank r takes positions r, r + n, ...
+    order = list(Reversed(size))
+    assert Counter(dealt) - Counter(order) == Counter((order * replicas)[: len(dealt) - size])
+    assert shards[0][0] == order[0]
+    if size >= replicas:
+        assert [shard[0] for shard in shards] == order[:replicas]
+
+
+def test_sharded_sampler_passes_set_epoch_on():
+    sampler = ShardedSampler(Reversed(6), 2, 1)
+    before = list(sampler)
+    sampler.set_epoch(1)
+    assert sampler.sampler.epoch == 1
+    assert list(sampler) != before
+
+
+def test_sharded_sampler_rejects_a_rank_outside_the_job():
+    with pytest.raises(ValueError, match="rank=2 does not fit num_replicas=2"):
+        ShardedSampler(Reversed(4), 2, 2)
+
+
+def dataset(n: int = 10) -> TensorDataset:
+    return TensorDataset(torch.arange(n))
+
+
+def test_loader_in_order_gets_an_unshuffled_distributed_sampler():
+    original = DataLoader(dataset(), batch_size=2, drop_last=True, collate_fn=lambda b: b)
+    sharded = shard_dataloader(original, 2, 1, seed=0)
+    assert isinstance(sharded.sampler, DistributedSampler)
+    assert not sharded.sampler.shuffle
+    assert (sharded.batch_size, sharded.drop_last, sharded.collate_fn) == (2, True, original.collate_fn)
+    assert [int(x) for batch in sharded for (x,) in batch] == [1, 3, 5, 7]
+
+
+def test_shuffling_loader_gets_a_seeded_shuffling_sampler():
+    sharded = [shard_dataloader(DataLoader(dataset(), shuffle=True), 2, rank, seed=7) for rank in (0, 1)]
+    assert all(isinstance(s.sampler, DistributedSampler) and s.sampler.seed == 7 for s in sharded)
+    first, second = ([int(x) for (x,) in s] for s in sharded)
+    assert sorted(first + second) == list(range(10))
+    assert first + second != list(range(10))  # shuffled
+
+
+def test_custom_sampler_is_wrapped_and_explicit_batch_sampler_is_read():
+    sharded = shard_dataloader(DataLoader(dataset(6), sampler=Reversed(6), batch_size=3), 2, 0, seed=0)
+    assert isinstance(sharded.sampler, ShardedSampler)
+    assert [x.tolist() for (x,) in sharded] == [[5, 3, 1]]
+    explicit = DataLoader(dataset(6), batch_sampler=BatchSampler(Reversed(6), 3, drop_last=False))
+    sharded = shard_dataloader(explicit, 2, 1, seed=0)
+    assert isinstance(sharded.sampler, ShardedSampler)
+    assert [x.tolist() for (x,) in sharded] == [[4, 2, 0]]
+
+
+def test_loaders_that_shard_themselves_are_left_alone():
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(range(3))
+
+    stream = DataLoader(Stream())
+    assert shard_dataloader(stream, 2, 0, seed=0) is stream
+    already = DataLoader(dataset(), sampler=DistributedSampler(dataset(), 2, 0))
+    assert shard_dataloader(already, 2, 0, seed=0) is already
+
+
+def test_loaders_that_cannot_be_rebuilt_are_refused():
+    class MyLoader(DataLoader):
+        pass
+
+    class Pairs(BatchSampler):
+        pass
+
+    with pytest.raises(
+        TypeError, match=r"cannot rebuild a .*MyLoader with a sharded sampler; .*use_distributed_sampler"
+    ):
+        shard_dataloader(MyLoader(dataset()), 2, 0, seed=0)
+    custom = DataLoader(dataset(), batch_sampler=Pairs(SequentialSampler(range(10)), 2, False))
+    with pytest.raises(TypeError, match=r"cannot shard the custom batch sampler .*Pairs"):
+        shard_dataloader(custom, 2, 0, seed=0)
+
+
+def test_random_sampler_with_replacement_is_sharded_as_drawn():
+    loader = DataLoader(dataset(), sampler=RandomSampler(dataset(), replacement=True, num_samples=4))
+    assert isinstance(shard_dataloader(loader, 2, 0, seed=0).sampler, ShardedSampler)
+
+
+# -- one process through the DDP code path ----------------------------------------------------
+
+
+def test_single_process_ddp_wraps_the_model_and_tears_the_group_down():
+    """strategy='ddp' without a launcher: a group of one, a DDP-wrapped model, a sharded loader."""
+    with Fabric(accelerator="cpu", strategy="ddp") as fabric:
+        assert isinstance(fabric.strategy, DDPStrategy)
+        assert dist.is_initialized()
+        assert (fabric.global_rank, fabric.world_size) == (0, 1)
+        model = fabric.setup(torch.nn.Linear(2, 1))
+        assert isinstance(model._forward_module, torch.nn.parallel.DistributedDataParallel)
+        assert list(model.state_dict()) == ["weight", "bias"]  # no "module." prefix in checkpoints
+        loader = fabric.setup_dataloaders(DataLoader(dataset(4)))
+        assert isinstance(loader.sampler, DistributedSampler)
+        assert fabric.setup_dataloaders(DataLoader(dataset(4)), use_distributed_sampler=False).sampler.__class__ is (
+            SequentialSampler
+        )
+        assert fabric.all_reduce(torch.tensor([2, 4]), op="mean").tolist() == [2.0, 4.0]
+    assert not dist.is_initialized()
+
+
+def test_a_process_group_made_elsewhere_is_used_and_kept():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        Fabric(accelerator="cpu", strategy="ddp").teardown()
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_module_without_trainable_parameters_is_not_wrapped():
+    with Fabric(accelerator="cpu", strategy="ddp") as fabric:
+        frozen = torch.nn.Linear(2, 1).requires_grad_(False)
+        assert fabric.setup(frozen)._forward_module is frozen
+
+
+# -- two processes ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Run the ``train`` scenario once in two processes; return the output folder and the results."""
+    out_dir = tmp_path_factory.mktemp("ddp")
+    result = torchrun("train", out_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out_dir / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return out_dir, ranks, result
+
+
+def test_auto_strategy_is_ddp_under_torchrun(trained):
+    _, ranks, _ = trained
+    assert [(r["rank"], r["world_size"], r["strategy"]) for r in ranks] == [(0, 2, "ddp"), (1, 2, "ddp")]
+
+
+def test_collectives_across_processes(trained):
+    _, ranks, _ = trained
+    for r in ranks:
+        assert (r["sum"], r["mean"], r["max"], r["min"]) == (3.0, 1.5, 2.0, 1.0)
+        assert r["input_untouched"]
+        assert r["gathered"] == [[0, 0], [1, 10]]
+        assert r["broadcast"] == {"from": 1}
+
+
+def test_each_rank_reads_its_own_shard(trained):
+    _, ranks, _ = trained
+    features = ddp_worker.data().tensors[0][:, 0].tolist()
+    first, second = (r["first_features"] for r in ranks)
+    assert first == features[0::2]
+    assert second == features[1::2]
+    assert ranks[0]["batches"] == ranks[1]["batches"] == 64 // 2 // ddp_worker.PER_RANK_BATCH
+
+
+def test_ddp_matches_one_process_with_the_global_batch(trained):
+    """Per-rank batch B on 2 processes ends with the weights of 1 process with batch 2B (to 1e-5)."""
+    _, ranks, _ = trained
+    net = ddp_worker.model()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for x, y in DataLoader(ddp_worker.data(), batch_size=2 * ddp_worker.PER_RANK_BATCH):
+        torch.nn.functional.mse_loss(net(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    expected = [p.detach().flatten() for p in net.parameters()]
+    for r in ranks:
+        for got, want in zip(r["weights"], expected, strict=True):
+            torch.testing.assert_close(torch.tensor(got), want, atol=1e-5, rtol=0)
+    # And the run really trained: the weights moved from their initial values.
+    initial = [p.detach().flatten() for p in ddp_worker.model().parameters()]
+    assert any(not torch.allclose(a, b) for a, b in zip(expected, initial, strict=True))
+
+
+def test_only_rank_zero_logs_saves_and_prints(trained):
+    out_dir, _, result = trained
+    assert not (out_dir / "logs-1").exists()
+    assert not (out_dir / "checkpoints-1").exists()
+    rows = (out_dir / "logs-0" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss"
+    assert len(rows) == 1 + 4
+    checkpoint = CheckpointIO().load(out_dir / "checkpoints-0" / "final.ckpt")
+    assert checkpoint["rank"] == 0
+    assert set(checkpoint["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert "printed by rank 0" in result.stdout
+    assert "printed by rank 1" not in result.stdout
+
+
+def test_a_failing_rank_ends_the_job_quickly_and_non_zero(tmp_path):
+    """Rank 1 raises while rank 0 waits in an all-reduce: the job exits non-zero, nothing hangs."""
+    start = time.monotonic()
+    result = torchrun("fail", tmp_path, timeout=90)
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    assert "rank 1 fails on purpose" in result.stderr
+    assert elapsed < 60, f"the job took {elapsed:.0f} s to end after a rank failed"
