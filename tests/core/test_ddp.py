@@ -7,8 +7,10 @@ instead of stalling the suite.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,13 +32,33 @@ WORKER = Path(ddp_worker.__file__)
 TORCHRUN_TIMEOUT = 120
 
 
+def run_bounded(command: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run torchrun's ``command``; past ``timeout``, stop it and its workers, then raise ``TimeoutExpired``.
+
+    ``subprocess.run`` would SIGKILL torchrun alone and leave its workers running (and holding
+    the output pipes open). SIGTERM lets torchrun stop its workers first.
+    """
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.communicate(timeout=30)
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # the group may have ended already
+                    os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def torchrun(*args: str | Path, timeout: float = TORCHRUN_TIMEOUT) -> subprocess.CompletedProcess:
     """Run ``ddp_worker.py`` in two processes; the environment carries no launch variables in."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", WORKER, *args]
-    return subprocess.run(
-        [str(part) for part in command], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    return run_bounded([str(part) for part in command], timeout, env)
 
 
 # -- the launch environment -----------------------------------------------------------------

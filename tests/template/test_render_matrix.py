@@ -3,6 +3,7 @@ each renders completely, parses, compiles and is ruff-clean, with exactly the fi
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -77,8 +78,12 @@ def test_conditional_files_follow_the_answers(project):
     assert (root / "scripts").exists() == answers["distributed"]  # no empty folder left behind
     assert (root / ".github").exists() == (answers["ci"] == "github")
     assert (root / "LICENSE").exists() == (answers["license"] != "Proprietary")
+    assert (root / "tests" / "test_distributed.py").exists() == answers["distributed"]
+    assert (root / "tests" / "ddp_worker.py").exists() == answers["distributed"]
     if answers["distributed"]:
         assert (root / "scripts" / "launch.sh").stat().st_mode & 0o111, "launch.sh must be executable"
+        for script in ("launch.sh", "slurm.sbatch"):  # bash parses them (the tests run launch.sh itself)
+            subprocess.run(["bash", "-n", root / "scripts" / script], check=True, capture_output=True)
 
 
 def test_the_tree_compiles(project):

@@ -22,16 +22,24 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
     ``callbacks`` run after the standard ones that ``config`` enables.
 
     Raises:
-        ConfigError: ``config.resume`` names a checkpoint that does not exist.
+        ConfigError: the device flags do not fit this machine or launch (say, ``devices=2``
+            without torchrun), or ``config.resume`` names a checkpoint that does not exist.
     """
     seed_everything(config.seed)
+    callbacks = [*build_callbacks(config), *callbacks]
+    try:
+        # First, because under torchrun this joins the other processes.
+        trainer = Trainer(config, loss_fn, score_fn, callbacks=callbacks, loggers=build_loggers(config))
+    except ValueError as error:  # Fabric names the flag that is wrong
+        raise ConfigError(str(error)) from None
     train_loader, val_loader = make_dataloaders(config.data, config.batch_size, config.seed)
     model = build_model(config.model, config.data.num_features, config.data.output_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = build_scheduler(optimizer, config, len(train_loader))
-    callbacks = [*build_callbacks(config), *callbacks]
-    trainer = Trainer(config, loss_fn, score_fn, callbacks=callbacks, loggers=build_loggers(config))
+    # Each process trains on 1/world_size of the batches, so the schedule is that much shorter.
+    batches_per_process = math.ceil(len(train_loader) / trainer.fabric.world_size)
+    scheduler = build_scheduler(optimizer, config, batches_per_process)
     if config.resume and not trainer.resume_path().is_file():
+        trainer.fabric.teardown()  # leave the process group cleanly
         raise ConfigError(f"resume={config.resume!r}: there is no checkpoint at {str(trainer.resume_path())!r}")
     trainer.fit(model, optimizer, train_loader, val_loader, scheduler)
     return trainer
