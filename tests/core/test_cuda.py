@@ -56,3 +56,20 @@ def test_reduced_precision_matches_float32(precision, tolerance):
         assert fabric.precision.scaler.get_scale() > 1
     if precision == "bf16-true":
         assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_ddp_on_one_gpu_uses_nccl_and_trains():
+    """strategy='ddp' on CUDA: an nccl group of one, a DDP model on the GPU, and a step that trains."""
+    with Fabric(accelerator="cuda", devices=1, strategy="ddp", precision="bf16-mixed") as fabric:
+        assert fabric.strategy.backend == "nccl"
+        model = fabric.setup(torch.nn.Linear(4, 1))
+        assert isinstance(model._forward_module, torch.nn.parallel.DistributedDataParallel)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = (fabric.to_device(t) for t in regression_data(n=64).tensors)
+        before = torch.nn.functional.mse_loss(model(x).float(), y).item()
+        for _ in range(20):
+            fabric.backward(torch.nn.functional.mse_loss(model(x).float(), y))
+            optimizer.step()
+            optimizer.zero_grad()
+        assert torch.nn.functional.mse_loss(model(x).float(), y).item() < before
+        assert fabric.all_reduce(torch.ones(1, device=fabric.device), op="sum").item() == 1.0
