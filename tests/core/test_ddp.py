@@ -336,3 +336,15 @@ def test_a_failing_rank_ends_the_job_quickly_and_non_zero(tmp_path):
     assert result.returncode != 0
     assert "rank 1 fails on purpose" in result.stderr
     assert elapsed < 60, f"the job took {elapsed:.0f} s to end after a rank failed"
+
+
+def test_loader_set_epoch_reaches_the_sampler_wherever_it_is():
+    """loader.set_epoch passes the epoch to a sampler that takes it, and is harmless otherwise."""
+    fabric = Fabric(accelerator="cpu")
+    sampler = Reversed(6)
+    fabric.setup_dataloaders(DataLoader(dataset(6), sampler=sampler)).set_epoch(2)
+    assert sampler.epoch == 2
+    inside = Reversed(6)
+    fabric.setup_dataloaders(DataLoader(dataset(6), batch_sampler=BatchSampler(inside, 2, False))).set_epoch(3)
+    assert inside.epoch == 3
+    fabric.setup_dataloaders(DataLoader(dataset(6), shuffle=True)).set_epoch(4)  # RandomSampler: nothing to do

@@ -5,7 +5,7 @@ for typed configuration. Accelerators, precisions and strategies live in their s
 for those who extend them.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from trainwright._dispatch import UnusedHook
 from trainwright.config import ConfigError

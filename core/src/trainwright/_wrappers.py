@@ -157,6 +157,20 @@ class FabricDataLoader:
     def __len__(self) -> int:
         return len(self._dataloader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the sampler which epoch starts, so that a shuffle differs from epoch to epoch.
+
+        Passed on to the sampler, and to the batch sampler's sampler, where they have
+        ``set_epoch`` (as ``DistributedSampler`` does); otherwise nothing happens, so the same
+        loop runs on one process and on many.
+        """
+        loader = self._dataloader
+        samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
+        for sampler in dict.fromkeys(s for s in samplers if s is not None):  # each once, in order
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+
     def __iter__(self) -> Iterator[Any]:
         if self._device is None:
             return iter(self._dataloader)

@@ -179,8 +179,8 @@ class Fabric:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
 
         Under DDP each loader is rebuilt to yield only this process's shard of the samples
-        (see ``trainwright.strategies.shard_dataloader``); call ``loader.sampler.set_epoch(epoch)``
-        at the start of every epoch so that a shuffle changes from epoch to epoch. Pass
+        (see ``trainwright.strategies.shard_dataloader``); call ``loader.set_epoch(epoch)`` at the
+        start of every epoch so that a shuffle changes from epoch to epoch. Pass
         ``use_distributed_sampler=False`` to keep loaders that shard themselves as they are.
 
         Returns:

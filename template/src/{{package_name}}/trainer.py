@@ -154,9 +154,7 @@ class Trainer:
         config = self.config
         limit = config.limit_train_batches
         self.num_train_batches = len(loader) if limit is None else min(limit, len(loader))
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)  # a fresh shuffle per epoch, the same one after a resume
+        loader.set_epoch(self.epoch)  # a fresh shuffle per epoch (the same one after a resume)
         self.model.train()
         self._call("on_train_epoch_start", epoch=self.epoch)
         for batch_idx, batch in enumerate(loader):
