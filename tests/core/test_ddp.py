@@ -245,6 +245,20 @@ def test_single_process_ddp_wraps_the_model_and_tears_the_group_down():
     assert not dist.is_initialized()
 
 
+def test_the_process_group_is_left_when_the_loop_fails():
+    joined = []
+
+    def failing_loop() -> None:
+        with Fabric(accelerator="cpu", strategy="ddp"):
+            joined.append(dist.is_initialized())
+            raise RuntimeError("the loop fails")
+
+    with pytest.raises(RuntimeError, match="the loop fails"):
+        failing_loop()
+    assert joined == [True]
+    assert not dist.is_initialized()
+
+
 def test_a_process_group_made_elsewhere_is_used_and_kept():
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
