@@ -32,28 +32,10 @@ from pathlib import Path
 
 import torch
 from _harness import Result, compare, optional_lightning_fabric, table
+from loop_overhead import make_batches, make_model
 
 FEATURES, HIDDEN = 256, 512
 SMALL_BATCH, LARGE_BATCH = 64, 512
-
-
-def make_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, HIDDEN),
-        torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, 1),
-    )
-
-
-def make_batches(rank: int, batch: int, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(rank)
-    return [
-        (torch.randn(batch, FEATURES, generator=generator), torch.randn(batch, 1, generator=generator))
-        for _ in range(count)
-    ]
 
 
 def loop(model, optimizer, batches, backward: Callable[[torch.Tensor], None]) -> Callable[[int], None]:
@@ -80,19 +62,19 @@ def ending_in_barrier(steps: Callable[[int], None], run_here: bool = True) -> Ca
 
 
 def raw_ddp(batches) -> Callable[[int], None]:
-    model = torch.nn.parallel.DistributedDataParallel(make_model())
+    model = torch.nn.parallel.DistributedDataParallel(make_model(FEATURES, HIDDEN))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     return ending_in_barrier(loop(model, optimizer, batches, lambda loss: loss.backward()))
 
 
 def fabric_ddp(fabric, batches) -> Callable[[int], None]:
-    model = make_model()
+    model = make_model(FEATURES, HIDDEN)
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=1e-3))
     return ending_in_barrier(loop(model, optimizer, batches, fabric.backward))
 
 
 def one_process(rank: int, batches) -> Callable[[int], None]:
-    model = make_model()
+    model = make_model(FEATURES, HIDDEN)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     return ending_in_barrier(loop(model, optimizer, batches, lambda loss: loss.backward()), run_here=rank == 0)
 
@@ -103,7 +85,7 @@ def worker(out: Path, batch: int, number: int, rounds: int) -> None:
 
     torch.set_num_threads(1)
     fabric = Fabric(accelerator="cpu", strategy="ddp")  # joins the process group that raw DDP uses too
-    batches = make_batches(fabric.global_rank, batch)
+    batches = make_batches(8, batch, FEATURES, seed=fabric.global_rank)
     variants = {"raw DDP": raw_ddp(batches)}
     if batch == SMALL_BATCH:
         variants["raw DDP (control)"] = raw_ddp(batches)

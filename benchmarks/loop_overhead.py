@@ -17,21 +17,25 @@ from trainwright import Fabric
 BATCH, FEATURES, HIDDEN = 32, 16, 32
 
 
-def make_model() -> torch.nn.Module:
+def make_model(features: int = FEATURES, hidden: int = HIDDEN) -> torch.nn.Module:
+    """An MLP with two hidden layers, the same weights every time."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, HIDDEN),
+        torch.nn.Linear(features, hidden),
         torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, HIDDEN),
+        torch.nn.Linear(hidden, hidden),
         torch.nn.ReLU(),
-        torch.nn.Linear(HIDDEN, 1),
+        torch.nn.Linear(hidden, 1),
     )
 
 
-def make_batches(count: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(0)
+def make_batches(
+    count: int = 64, batch: int = BATCH, features: int = FEATURES, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` in-memory ``(inputs, targets)`` batches of random data."""
+    generator = torch.Generator().manual_seed(seed)
     return [
-        (torch.randn(BATCH, FEATURES, generator=generator), torch.randn(BATCH, 1, generator=generator))
+        (torch.randn(batch, features, generator=generator), torch.randn(batch, 1, generator=generator))
         for _ in range(count)
     ]
 
