@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The constraints pin torch to the CPU build already on the machine (see constraints.txt).
 INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test docs lint format bench clean
 
 $(VENV)/.installed: core/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(PY) -m pytest
+
+# Serve the documentation site at http://127.0.0.1:8000, rebuilt on every change.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

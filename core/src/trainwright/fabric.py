@@ -138,7 +138,7 @@ class Fabric:
     def setup(self, model: M) -> M: ...
     @overload
     def setup(self, model: M, *optimizers: torch.optim.Optimizer) -> tuple[Any, ...]: ...
-    def setup(self, model, *optimizers):
+    def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
         """Cast and move ``model`` and wrap it and its optimizers for this run.
 
         Create the optimizers from the model's parameters before calling this. The returned
