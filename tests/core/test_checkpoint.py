@@ -206,9 +206,22 @@ def test_load_refuses_pickled_objects_without_running_them(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
     torch.save({"model": Exploit(str(marker)), RESERVED_KEY: {"format_version": 1}}, path)
-    with pytest.raises(ValueError, match=r"refusing to load .*evil\.ckpt.*pickled objects"):
+    with pytest.raises(ValueError, match=r"refusing to load .*evil\.ckpt.*pickled objects") as refused:
         Fabric(accelerator="cpu").load(path)
     assert not marker.exists()
+    assert "Unsupported global" in str(refused.value)  # names what was refused
+    assert "weights_only" not in str(refused.value)  # and never suggests turning the protection off
+
+
+def test_load_refuses_a_raw_pickle_without_unsafe_advice(tmp_path):
+    """A plain pickle (not torch.save's format) is refused too; the message carries no advice to unpickle it."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(pickle.dumps({"model": Exploit(str(marker))}, protocol=4))
+    with pytest.raises(ValueError, match="refusing to load") as refused:
+        Fabric(accelerator="cpu").load(path)
+    assert not marker.exists()
+    assert "weights_only" not in str(refused.value)
 
 
 def test_load_refuses_unknown_format_version(tmp_path):

@@ -65,11 +65,12 @@ class CheckpointIO:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            reason = str(error).strip().splitlines()
-            detail = next((line for line in reason if "Unsupported global" in line), reason[0] if reason else "")
+            # torch's message suggests weights_only=False, which is exactly what must not be done
+            # with an untrusted file; keep only the line that names what was refused.
+            detail = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
             raise ValueError(
                 f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and plain data, "
-                f"and loading those could run code ({detail.strip()})"
+                "and loading those could run code" + (f" ({detail})" if detail else "")
             ) from None
         except (RuntimeError, EOFError, OSError) as error:
             raise ValueError(f"{str(path)!r} is not a readable checkpoint: {error}") from None
