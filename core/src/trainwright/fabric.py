@@ -113,18 +113,22 @@ class Fabric:
 
     @property
     def global_rank(self) -> int:
+        """This process's index in the whole job (0 with one process)."""
         return self._strategy.global_rank
 
     @property
     def local_rank(self) -> int:
+        """This process's index on its node, which picks its GPU."""
         return self._strategy.local_rank
 
     @property
     def world_size(self) -> int:
+        """The number of processes in the job."""
         return self._strategy.world_size
 
     @property
     def is_global_zero(self) -> bool:
+        """Whether this is global rank 0, the process that logs, prints and saves."""
         return self._strategy.is_global_zero
 
     @property
