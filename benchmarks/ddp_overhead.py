@@ -32,22 +32,10 @@ from pathlib import Path
 
 import torch
 from _harness import Result, compare, optional_lightning_fabric, table
-from loop_overhead import make_batches, make_model
+from loop_overhead import fabric_steps, make_batches, make_model, raw_steps
 
 FEATURES, HIDDEN = 256, 512
 SMALL_BATCH, LARGE_BATCH = 64, 512
-
-
-def loop(model, optimizer, batches, backward: Callable[[torch.Tensor], None]) -> Callable[[int], None]:
-    def steps(n: int) -> None:
-        for i in range(n):
-            x, y = batches[i % len(batches)]
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-
-    return steps
 
 
 def ending_in_barrier(steps: Callable[[int], None], run_here: bool = True) -> Callable[[int], None]:
@@ -62,21 +50,17 @@ def ending_in_barrier(steps: Callable[[int], None], run_here: bool = True) -> Ca
 
 
 def raw_ddp(batches) -> Callable[[int], None]:
-    model = torch.nn.parallel.DistributedDataParallel(make_model(FEATURES, HIDDEN))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    return ending_in_barrier(loop(model, optimizer, batches, lambda loss: loss.backward()))
+    return ending_in_barrier(
+        raw_steps(batches, torch.nn.parallel.DistributedDataParallel(make_model(FEATURES, HIDDEN)))
+    )
 
 
 def fabric_ddp(fabric, batches) -> Callable[[int], None]:
-    model = make_model(FEATURES, HIDDEN)
-    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=1e-3))
-    return ending_in_barrier(loop(model, optimizer, batches, fabric.backward))
+    return ending_in_barrier(fabric_steps(fabric, batches, make_model(FEATURES, HIDDEN)))
 
 
 def one_process(rank: int, batches) -> Callable[[int], None]:
-    model = make_model(FEATURES, HIDDEN)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    return ending_in_barrier(loop(model, optimizer, batches, lambda loss: loss.backward()), run_here=rank == 0)
+    return ending_in_barrier(raw_steps(batches, make_model(FEATURES, HIDDEN)), run_here=rank == 0)
 
 
 def worker(out: Path, batch: int, number: int, rounds: int) -> None:

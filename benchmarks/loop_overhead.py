@@ -40,8 +40,9 @@ def make_batches(
     ]
 
 
-def raw_steps(batches: list) -> Callable[[int], None]:
-    model = make_model()
+def raw_steps(batches: list, model: torch.nn.Module | None = None) -> Callable[[int], None]:
+    """Steps of the hand-written loop on ``model`` (by default ``make_model()``)."""
+    model = make_model() if model is None else model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
 
     def steps(n: int) -> None:
@@ -55,8 +56,9 @@ def raw_steps(batches: list) -> Callable[[int], None]:
     return steps
 
 
-def fabric_steps(fabric, batches: list) -> Callable[[int], None]:
-    model = make_model()
+def fabric_steps(fabric, batches: list, model: torch.nn.Module | None = None) -> Callable[[int], None]:
+    """The same steps through ``fabric``, on ``model`` (by default ``make_model()``)."""
+    model = make_model() if model is None else model
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=1e-2))
 
     def steps(n: int) -> None:

@@ -26,11 +26,11 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
             without torchrun), or ``config.resume`` names a checkpoint that does not exist.
     """
     seed_everything(config.seed)
-    callbacks = [*build_callbacks(config), *callbacks]
+    callbacks, loggers = [*build_callbacks(config), *callbacks], build_loggers(config)
     try:
         # First, because under torchrun this joins the other processes.
-        trainer = Trainer(config, loss_fn, score_fn, callbacks=callbacks, loggers=build_loggers(config))
-    except ValueError as error:  # Fabric names the flag that is wrong
+        trainer = Trainer(config, loss_fn, score_fn, callbacks=callbacks, loggers=loggers)
+    except ValueError as error:  # Fabric names the device flag that is wrong
         raise ConfigError(str(error)) from None
     train_loader, val_loader = make_dataloaders(config.data, config.batch_size, config.seed)
     model = build_model(config.model, config.data.num_features, config.data.output_size)
