@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-from trainwright import Fabric
+from trainwright import Fabric, HookSignatureError
 
 
 class TrainingMetricsCallback:
@@ -305,6 +305,30 @@ def test_missing_required_parameter_names_callback_hook_and_parameter(fabric):
     assert "'loss'" in message
     assert "batch_idx" in message  # what was passed, to compare against
     assert log == []  # nothing was dispatched before the error
+
+
+def test_check_hooks_raises_what_call_would_without_calling_anything(fabric):
+    """check_hooks names the callback, hook and parameter as call does, calls nothing, and passes good signatures."""
+    log = []
+
+    class Good:
+        def on_train_batch_end(self, loss, **rest):
+            log.append("called")
+
+    class NeedsStep:
+        def on_train_batch_end(self, step):
+            log.append("called")
+
+    fabric.callbacks += [Good(), NeedsStep()]
+    fabric.check_hooks({"on_fit_start": ["trainer"]})  # neither has it: nothing to check
+    with pytest.raises(HookSignatureError, match=r"NeedsStep\.on_train_batch_end\(\) requires the parameter 'step'"):
+        fabric.check_hooks({"on_train_batch_end": ["loss", "global_step"]})
+    with pytest.raises(HookSignatureError) as from_call:
+        fabric.call("on_train_batch_end", loss=1.0, global_step=2)
+    assert isinstance(from_call.value, TypeError)
+    assert log == []
+    fabric.callbacks.pop()
+    fabric.check_hooks({"on_train_batch_end": ["loss", "global_step"]})
 
 
 def test_missing_keyword_only_parameter_is_reported(fabric):

@@ -94,6 +94,58 @@ def test_csv_finalize_then_log_reopens_without_wiping(tmp_path):
     assert [r["a"] for r in read_rows(tmp_path / "metrics.csv")] == ["1", "2"]
 
 
+def test_csv_rewind_drops_later_rows_and_reopens_the_row_at_the_step(tmp_path):
+    """rewind(1) keeps steps 0 and 1; a value logged at step 1 joins that row; step 2 follows once."""
+    first = CSVLogger(tmp_path)
+    for step in range(4):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.log_metrics({"val": 9.0}, step=3)
+    first.finalize()
+    resumed = CSVLogger(tmp_path, append=True)
+    resumed.rewind(1)
+    assert read_rows(tmp_path / "metrics.csv") == [
+        {"step": "0", "loss": "0.0", "val": ""},
+        {"step": "1", "loss": "1.0", "val": ""},
+    ]
+    resumed.log_metrics({"time": 5.0}, step=1)
+    resumed.log_metrics({"loss": 2.5}, step=2)
+    assert read_rows(tmp_path / "metrics.csv") == [
+        {"step": "0", "loss": "0.0", "val": "", "time": ""},
+        {"step": "1", "loss": "1.0", "val": "", "time": "5.0"},
+        {"step": "2", "loss": "2.5", "val": "", "time": ""},
+    ]
+
+
+def test_csv_rewind_before_the_first_row_and_without_a_file(tmp_path):
+    """Rewinding past every row leaves the header; rewinding a missing file creates nothing."""
+    CSVLogger(tmp_path / "none", append=True).rewind(5)
+    assert not (tmp_path / "none").exists()
+    logger = CSVLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=3)
+    logger.rewind(2)
+    assert read_rows(tmp_path / "metrics.csv") == []
+    logger.log_metrics({"loss": 0.5}, step=3)
+    assert read_rows(tmp_path / "metrics.csv") == [{"step": "3", "loss": "0.5"}]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9])
+def test_csv_a_torn_last_line_is_dropped_not_read(tmp_path, cut):
+    """A file whose last row a kill cut short reopens without that row; new rows follow cleanly."""
+    logger = CSVLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0, "acc": 0.25}, step=0)
+    logger.log_metrics({"loss": 0.123456, "acc": 0.5}, step=1)
+    logger.finalize()
+    path = tmp_path / "metrics.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - cut])  # the second row, torn
+    resumed = CSVLogger(tmp_path, append=True)
+    resumed.log_metrics({"loss": 0.5}, step=1)
+    assert read_rows(path) == [
+        {"step": "0", "loss": "1.0", "acc": "0.25"},
+        {"step": "1", "loss": "0.5", "acc": ""},
+    ]
+
+
 def test_fabric_log_writes_csv(tmp_path):
     """fabric.log and log_dict reach the CSV file, tensors as numbers."""
     fabric = Fabric(accelerator="cpu", loggers=CSVLogger(tmp_path / "run"))
@@ -119,6 +171,26 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert [(e.step, e.value) for e in events.Scalars("loss")] == [(3, 1.0), (4, 0.5)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
+def test_tensorboard_rewind_hides_the_steps_after_it(tmp_path):
+    """After rewind(1), TensorBoard shows steps 0-1 of the first writer and the new 2-3, each once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = TensorBoardLogger(tmp_path)
+    for step in range(4):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.finalize()
+    resumed = TensorBoardLogger(tmp_path)
+    resumed.rewind(1)
+    resumed.log_metrics({"loss": 20.0}, step=2)
+    resumed.finalize()
+    resumed.log_metrics({"loss": 30.0}, step=3)  # a reopened writer must not purge again
+    resumed.finalize()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(0, 0.0), (1, 1.0), (2, 20.0), (3, 30.0)]
 
 
 def test_tensorboard_logger_explains_a_missing_package(tmp_path, monkeypatch):

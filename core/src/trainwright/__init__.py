@@ -5,9 +5,9 @@ for typed configuration. Accelerators, precisions and strategies live in their s
 for those who extend them.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
-from trainwright._dispatch import UnusedHook
+from trainwright._dispatch import HookSignatureError, UnusedHook
 from trainwright.config import ConfigError
 from trainwright.fabric import Fabric
 from trainwright.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -17,6 +17,7 @@ __all__ = [
     "CSVLogger",
     "ConfigError",
     "Fabric",
+    "HookSignatureError",
     "Logger",
     "TensorBoardLogger",
     "UnusedHook",

@@ -43,6 +43,13 @@ class UnusedHook(NamedTuple):
         return f"{text}; did you mean {self.suggestion!r}?" if self.suggestion else text
 
 
+class HookSignatureError(TypeError):
+    """A callback's hook requires a parameter that the call does not supply.
+
+    The message names the callback, the hook, the parameter and the keyword arguments passed.
+    """
+
+
 class _Params(NamedTuple):
     """What a hook's signature accepts, reduced to what dispatch needs."""
 
@@ -188,6 +195,30 @@ class Dispatcher:
                     report.append(UnusedHook(_owner(callback), name, close[0] if close else None))
         return report
 
+    def check(self, callbacks: Iterable[object], hook: str, names: Iterable[str]) -> None:
+        """Raise the ``HookSignatureError`` that dispatching ``hook`` with keywords ``names`` would raise.
+
+        Nothing is called; callbacks without the hook, or skipped on this rank, are not checked.
+        """
+        names = tuple(names)
+        for callback in callbacks:
+            if not self.is_global_zero and getattr(callback, "rank_zero_only", False):
+                continue
+            fn = getattr(callback, hook, None)
+            if callable(fn):
+                self._selected(callback, hook, fn, 0, names)
+
+    def _selected(
+        self, callback: object, hook: str, fn: object, nargs: int, names: tuple[str, ...]
+    ) -> tuple[str, ...] | None:
+        try:
+            return _select(self._params(fn), nargs, names)
+        except _Missing as missing:
+            raise HookSignatureError(
+                f"callback {_owner(callback)}.{hook}() {missing.reason}, but fabric.call({hook!r}) "
+                f"passed keyword arguments {list(names)}"
+            ) from None
+
     def _params(self, hook: object) -> _Params | None:
         bound = type(hook) is types.MethodType
         target = hook.__func__ if bound else hook
@@ -217,13 +248,7 @@ class Dispatcher:
             target = self._classify(callback, j, hook, env, guards, fetches, volatile)
             if target is None:
                 continue
-            try:
-                selected = _select(self._params(env[f"_f{j}"]), nargs, names)
-            except _Missing as missing:
-                raise TypeError(
-                    f"callback {_owner(callback)}.{hook}() {missing.reason}, but fabric.call({hook!r}) "
-                    f"passed keyword arguments {list(names)}"
-                ) from None
+            selected = self._selected(callback, hook, env[f"_f{j}"], nargs, names)
             selected = names if selected is None else selected
             if all(_is_identifier(n) for n in selected):
                 # Explicit keywords: much cheaper than ``**_kw``, which makes Python unpack a dict.

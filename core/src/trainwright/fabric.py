@@ -312,8 +312,8 @@ class Fabric:
         positional arguments are passed as they are. Callbacks without the hook are skipped.
 
         Raises:
-            TypeError: a callback's hook requires a parameter that no argument supplies; the
-                message names the callback, the hook and the parameter.
+            HookSignatureError: (a ``TypeError``) a callback's hook requires a parameter that
+                no argument supplies; the message names the callback, the hook and the parameter.
             Exception: whatever a hook raises, with a note naming the callback and the hook.
         """
         try:
@@ -324,6 +324,19 @@ class Fabric:
         if result is _STALE:
             return self._dispatcher.dispatch(self.callbacks, hook, args, kwargs)
         return result
+
+    def check_hooks(self, hooks: Mapping[str, Iterable[str]]) -> None:
+        """Check, before training, that every callback accepts what the loop will pass.
+
+        ``hooks`` maps each hook the loop fires to the keyword names it passes. Nothing is
+        called; a bad signature fails here, before anything is written, rather than hours in.
+
+        Raises:
+            HookSignatureError: (a ``TypeError``) a callback's hook requires a parameter that
+                its call does not pass; the same error that ``call`` would raise.
+        """
+        for hook, names in hooks.items():
+            self._dispatcher.check(self.callbacks, hook, names)
 
     def unused_hooks(self, known: Iterable[str] = ()) -> list[UnusedHook]:
         """The ``on_*`` methods of the callbacks that no ``call`` has dispatched so far.

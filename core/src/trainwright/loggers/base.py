@@ -19,5 +19,9 @@ class Logger:
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Record the run's settings. Loggers without a place for them ignore this."""
 
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after ``step``: a run resumed from a checkpoint taken there
+        logs those steps again. Loggers that cannot forget ignore this."""
+
     def finalize(self) -> None:
         """Flush and close; logging again afterwards reopens where it left off."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import csv
 import io
 import os
@@ -24,7 +23,8 @@ class CSVLogger(Logger):
         root_dir: the folder for the file, created on the first write.
         filename: the file's name.
         append: keep the rows of an existing file and continue after its last step (for a
-            resumed run); otherwise an existing file is replaced.
+            resumed run; see also ``rewind``); otherwise an existing file is replaced. A last
+            line that a killed process left unfinished is dropped, never read as a row.
     """
 
     def __init__(self, root_dir: str | os.PathLike, filename: str = "metrics.csv", append: bool = False) -> None:
@@ -73,12 +73,10 @@ class CSVLogger(Logger):
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.append and self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                self._columns = list(reader.fieldnames or ["step"])
-                last = collections.deque(reader, maxlen=1)
-            if last and last[0].get("step"):
-                self._last_step = int(last[0]["step"])
+            columns, rows = self._read()
+            self._columns = columns or ["step"]
+            if rows and rows[-1].get("step"):
+                self._last_step = int(rows[-1]["step"])
             self._file = open(self.path, "r+b")  # noqa: SIM115 (kept open across calls)
             self._file.seek(0, os.SEEK_END)
         else:
@@ -86,6 +84,53 @@ class CSVLogger(Logger):
             self._file.write(self._encode([], header=True))
             self._file.flush()
         self._row_start = self._file.tell()
+
+    def _read(self) -> tuple[list[str], list[dict[str, str]]]:
+        """The header and rows on disk, after cutting off a last line that a kill left unfinished."""
+        with open(self.path, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            # Every row is written whole and ends in a newline, so a line without one is torn.
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+            data = data[: data.rfind(b"\n") + 1]
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+    def rewind(self, step: int) -> None:
+        """Drop the rows after ``step``, and reopen the row at ``step`` so that new values join it.
+
+        A run resumed from a checkpoint taken at ``step`` logs the later steps again; without
+        this they would appear twice. The file is rewritten atomically.
+        """
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.append = True
+        if not self.path.is_file() or not self.path.stat().st_size:
+            return
+        columns, rows = self._read()
+        self._columns = columns or ["step"]
+        kept = [row for row in rows if row.get("step") and int(row["step"]) <= step]
+        last = kept.pop() if kept and int(kept[-1]["step"]) == step else None
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(self._encode(kept, header=True))
+            row_start = f.tell()
+            if last is not None:
+                f.write(self._encode([last]))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "r+b")  # noqa: SIM115
+        self._file.seek(0, os.SEEK_END)
+        self._row_start = row_start if last is not None else self._file.tell()
+        if last is not None:
+            self._last_step, self._last_row = step, last
+        else:
+            self._last_step = int(kept[-1]["step"]) if kept else None
+            self._last_row = None
 
     def _write_row(self, row: Mapping[str, Any], replace_last: bool) -> None:
         data = self._encode([row])
@@ -106,8 +151,7 @@ class CSVLogger(Logger):
 
     def _rewrite(self, row: Mapping[str, Any], drop_last: bool) -> None:
         self._file.close()
-        with open(self.path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        _, rows = self._read()
         if drop_last and rows:
             rows.pop()
         tmp = self.path.with_name(f".{self.path.name}.tmp")

@@ -37,6 +37,7 @@ class TensorBoardLogger(Logger):
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.root_dir), **self._writer_kwargs)
+            self._writer_kwargs.pop("purge_step", None)  # once: a reopened writer must not hide new steps
         return self._writer
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -48,6 +49,12 @@ class TensorBoardLogger(Logger):
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         table = "\n".join(f"| {key} | {value} |" for key, value in params.items())
         self.writer.add_text("hyperparameters", f"| name | value |\n|---|---|\n{table}")
+
+    def rewind(self, step: int) -> None:
+        """Have TensorBoard hide the events after ``step`` that an earlier writer left behind."""
+        self.finalize()
+        self._writer_kwargs["purge_step"] = step + 1
+        self._last_step = step
 
     def finalize(self) -> None:
         if self._writer is not None:
