@@ -3,7 +3,9 @@
     python -m <package> fit [--config FILE] [--field=value ...]   train; --help lists every field
     python -m <package> plot RUN_DIR [--output FILE]               draw a run's metrics to a PNG
 
-A mistake in the command line or the config ends the run with one message and exit code 2.
+A mistake in the command line, the config, the resume checkpoint or a callback's signature ends
+the run with one message and exit code 2, before anything is written. A loss that turns NaN
+ends it with one message and exit code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainwright import HookSignatureError
 from trainwright.config import ConfigError, format_help, load_config
 
 from .config import Config
@@ -48,14 +51,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {output}")
         return 0
-    try:
-        config = load_config(Config, args.config, overrides)
-        from .fit import fit
+    from .fit import fit
+    from .trainer import NonFiniteLossError
 
-        trainer = fit(config)
-    except ConfigError as error:
+    try:
+        trainer = fit(load_config(Config, args.config, overrides))
+    except (ConfigError, HookSignatureError) as error:  # the input or a callback is wrong: nothing was written
         print(f"{prog} fit: error: {error}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as error:  # the run diverged; the checkpoints written so far are intact
+        print(f"{prog} fit: error: {error}", file=sys.stderr)
+        return 1
+    config = trainer.config
     outputs = {"metrics": config.run_dir / "metrics.csv", "checkpoint": config.run_dir / "checkpoints" / "last.ckpt"}
     outputs["profiler"] = config.run_dir / "profiler" / "trace.json"
     trainer.fabric.print("\n".join(f"{name:>10}: {path}" for name, path in outputs.items() if path.exists()))

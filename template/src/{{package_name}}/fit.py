@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -23,7 +24,7 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
 
     Raises:
         ConfigError: the device flags do not fit this machine or launch (say, ``devices=2``
-            without torchrun), or ``config.resume`` names a checkpoint that does not exist.
+            without torchrun), or ``config.resume`` names no checkpoint this run can resume.
     """
     seed_everything(config.seed)
     callbacks, loggers = [*build_callbacks(config), *callbacks], build_loggers(config)
@@ -38,9 +39,6 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
     # Each process trains on 1/world_size of the batches, so the schedule is that much shorter.
     batches_per_process = math.ceil(len(train_loader) / trainer.fabric.world_size)
     scheduler = build_scheduler(optimizer, config, batches_per_process)
-    if config.resume and not trainer.resume_path().is_file():
-        trainer.fabric.teardown()  # leave the process group cleanly
-        raise ConfigError(f"resume={config.resume!r}: there is no checkpoint at {str(trainer.resume_path())!r}")
     trainer.fit(model, optimizer, train_loader, val_loader, scheduler)
     return trainer
 
@@ -48,17 +46,27 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: Config, num_batches: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The learning-rate schedule over the whole run, in the unit of ``scheduler_interval``."""
+    """A cosine decay over ``schedule_epochs`` (default ``max_epochs``), stepped per ``scheduler_interval``.
+
+    The rate is a function of the step count alone, so a resumed run follows the schedule of
+    its own config from where the checkpoint left off.
+    """
     if config.scheduler == "constant":
         return None
+    epochs = config.schedule_epochs or config.max_epochs
     if config.scheduler_interval == "epoch":
-        length = config.max_epochs
+        length = epochs
     else:
         batches = num_batches if config.limit_train_batches is None else min(num_batches, config.limit_train_batches)
-        length = config.max_epochs * math.ceil(batches / config.grad_accum_steps)
+        length = epochs * math.ceil(batches / config.grad_accum_steps)
         if config.max_steps is not None:
             length = min(length, config.max_steps)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, length))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(cosine, length=max(1, length)))
+
+
+def cosine(step: int, length: int) -> float:
+    """The factor on the base learning rate ``step`` steps into a cosine decay of ``length``: from 1 down to 0."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, length) / length))
 
 
 def build_loggers(config: Config) -> list[Logger]:

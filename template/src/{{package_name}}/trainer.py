@@ -26,22 +26,38 @@ signature names and nothing else. Every hook also receives ``trainer`` and ``fab
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import warnings
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 from trainwright import Fabric, Logger, capture_rng_state, restore_rng_state
+from trainwright.config import ConfigError
 
-from .config import Config
+from .config import Config, changed_settings, plain_config
 
-# Every hook this trainer fires: the first column of the table above (so the two cannot drift
-# apart), for the check for misspelt hooks at the end of fit.
-HOOKS = tuple(line.split()[0] for line in __doc__.partition("extra keyword arguments\n")[2].strip().splitlines())
+
+def _hook_table(doc: str) -> dict[str, tuple[str, ...]]:
+    # Every hook this trainer fires, with the keyword arguments it passes: read from the table
+    # above, so the two cannot drift apart. Used to check callbacks' signatures before training,
+    # and misspelt hook names after it.
+    table = {}
+    for line in doc.partition("extra keyword arguments\n")[2].strip().splitlines():
+        hook, _, extra = line.strip().partition(" ")
+        names = [name.strip() for name in re.sub(r"\(.*?\)", "", extra).split(",") if name.strip()]
+        table[hook] = ("trainer", "fabric", *names)
+    return table
+
+
+HOOKS = _hook_table(__doc__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite and ``config.nonfinite_loss`` is ``"stop"``."""
 
 
 class Trainer:
@@ -83,8 +99,10 @@ class Trainer:
         self.global_step = 0
         self.num_train_batches = 0  # batches per epoch, after limit_train_batches
         self.metrics: dict[str, float] = {}  # the latest validation metrics
-        self.should_stop = False  # any callback may set it; training ends after the current batch
+        self.should_stop = False  # any callback may set it; training ends after the current optimizer step
         self._saved_at: tuple[Path, int, int, int] | None = None
+        self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, put back in _train_epoch
+        self._skip_step = False  # a non-finite loss in this accumulation window: drop its optimizer step
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -101,13 +119,17 @@ class Trainer:
         With ``config.resume`` set, first restore the checkpoint it names and go on from there.
         """
         fabric, config = self.fabric, self.config
-        self.model, self.optimizer = fabric.setup(model, optimizer)
-        self.scheduler = scheduler
-        train_loader = fabric.setup_dataloaders(train_loader)
-        val_loader = fabric.setup_dataloaders(val_loader) if val_loader is not None else None
-        if config.resume:
-            self.load_checkpoint(self.resume_path())
+        started = False
         try:
+            # A callback that cannot take its arguments fails here, before anything is written.
+            fabric.check_hooks(HOOKS)
+            self.model, self.optimizer = fabric.setup(model, optimizer)
+            self.scheduler = scheduler
+            train_loader = fabric.setup_dataloaders(train_loader)
+            val_loader = fabric.setup_dataloaders(val_loader) if val_loader is not None else None
+            if config.resume:
+                self.load_checkpoint(self.resume_path())
+            started = True
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
             while not self._finished():
                 if not self._train_epoch(train_loader):
@@ -124,8 +146,9 @@ class Trainer:
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
-            # Let callbacks flush what they hold (a profiler trace, a progress bar) before the error surfaces.
-            self._call("on_exception", exception=exception)
+            if started:
+                # Let callbacks flush what they hold (a profiler trace, a progress bar) before the error surfaces.
+                self._call("on_exception", exception=exception)
             raise
         finally:
             fabric.teardown()
@@ -154,6 +177,8 @@ class Trainer:
         config = self.config
         limit = config.limit_train_batches
         self.num_train_batches = len(loader) if limit is None else min(limit, len(loader))
+        if self.batch_idx == 0:
+            self._restore_rng()  # resumed at an epoch's start: the state was captured just before it
         loader.set_epoch(self.epoch)  # a fresh shuffle per epoch (the same one after a resume)
         self.model.train()
         self._call("on_train_epoch_start", epoch=self.epoch)
@@ -161,13 +186,18 @@ class Trainer:
             if batch_idx >= self.num_train_batches:
                 break
             if batch_idx < self.batch_idx:
-                continue  # resumed mid-epoch: this batch was trained before the checkpoint
-            self._train_batch(batch, batch_idx)
-            if self._finished():
+                # Resumed mid-epoch: this batch was trained before the checkpoint. The random
+                # state goes back once the loader stands where it stood when it was captured.
+                if batch_idx + 1 == self.batch_idx:
+                    self._restore_rng()
+                continue
+            # Stop only after an optimizer step, so a checkpoint never holds half a window.
+            if self._train_batch(batch, batch_idx) and self._finished():
                 break
         return self.batch_idx == self.num_train_batches
 
-    def _train_batch(self, batch: Any, batch_idx: int) -> None:
+    def _train_batch(self, batch: Any, batch_idx: int) -> bool:
+        """Train on one batch; return whether it ended an accumulation window (and so stepped)."""
         fabric, config = self.fabric, self.config
         model, optimizer = self.model, self.optimizer
         accum = config.grad_accum_steps
@@ -183,20 +213,18 @@ class Trainer:
         with fabric.no_backward_sync(model, enabled=not is_step):
             outputs = model(inputs)
             loss = self.loss_fn(outputs, targets)
-            self._call("on_before_backward", loss=loss)
-            fabric.backward(loss / window if window > 1 else loss)
-        self._call("on_after_backward", model=model)
+            if config.nonfinite_loss == "ignore" or self._is_finite(loss):
+                self._call("on_before_backward", loss=loss)
+                fabric.backward(loss / window if window > 1 else loss)
+                self._call("on_after_backward", model=model)
+            else:
+                self._nonfinite(loss, batch_idx)
         if is_step:
-            self._call("on_before_optimizer_step", model=model, optimizer=optimizer, global_step=self.global_step)
-            if config.grad_clip_norm is not None:
-                fabric.clip_gradients(model, optimizer, max_norm=config.grad_clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            self.global_step += 1
-            if config.scheduler_interval == "step" and self.scheduler is not None:
-                self.scheduler.step()
-            if self.global_step % config.log_every_n_steps == 0:
-                fabric.log("train/loss", loss.detach(), step=self.global_step)
+            if self._skip_step:  # the window saw a non-finite loss: drop its gradients, take no step
+                optimizer.zero_grad(set_to_none=True)
+                self._skip_step = False
+            else:
+                self._step(loss)
         self.batch_idx = batch_idx + 1
         self._call(
             "on_train_batch_end",
@@ -206,6 +234,36 @@ class Trainer:
             outputs=outputs,
             global_step=self.global_step,
         )
+        return is_step
+
+    def _step(self, loss: torch.Tensor) -> None:
+        fabric, config, optimizer = self.fabric, self.config, self.optimizer
+        self._call("on_before_optimizer_step", model=self.model, optimizer=optimizer, global_step=self.global_step)
+        if config.grad_clip_norm is not None:
+            fabric.clip_gradients(self.model, optimizer, max_norm=config.grad_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        if config.scheduler_interval == "step" and self.scheduler is not None:
+            self.scheduler.step()
+        if self.global_step % config.log_every_n_steps == 0:
+            fabric.log("train/loss", loss.detach(), step=self.global_step)
+
+    def _is_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).all()
+        if self.fabric.world_size > 1:  # every process must stop, or skip, together
+            finite = self.fabric.all_reduce(finite.float(), op="min") > 0
+        return bool(finite)
+
+    def _nonfinite(self, loss: torch.Tensor, batch_idx: int) -> None:
+        where = (
+            f"the loss is {loss.detach().float().mean().item()} at epoch {self.epoch}, batch {batch_idx} "
+            f"(toward optimizer step {self.global_step + 1})"
+        )
+        if self.config.nonfinite_loss == "stop":
+            raise NonFiniteLossError(f"{where}; training stops (--nonfinite-loss=skip skips such batches instead)")
+        self.fabric.print(f"skipping a batch: {where}")
+        self._skip_step = True
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> dict[str, float]:
@@ -242,8 +300,7 @@ class Trainer:
         resume = self.config.resume
         return self.run_dir / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
 
-    def _state(self) -> dict[str, Any]:
-        """What a checkpoint holds; ``Fabric`` turns every object in it into its state dict."""
+    def _callback_states(self) -> dict[str, object]:
         # Callbacks are keyed by class name (numbered when one repeats), not by module path,
         # so that moving a callback's file does not orphan its state.
         callbacks: dict[str, object] = {}
@@ -253,39 +310,77 @@ class Trainer:
                 while key in callbacks:
                     key = f"{name}-{len(callbacks)}"
                 callbacks[key] = callback
+        return callbacks
+
+    def _state(self) -> dict[str, Any]:
+        """What a checkpoint holds; ``Fabric`` turns every object in it into its state dict."""
         return {
             "model": self.model,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler if self.scheduler is not None else {},
             "trainer": {"epoch": self.epoch, "batch_idx": self.batch_idx, "global_step": self.global_step},
-            "callbacks": callbacks,
         }
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Write everything needed to resume at the next batch to ``path``, atomically."""
+        """Write everything needed to resume at the next batch to ``path``, atomically.
+
+        Call it right after an optimizer step, as ``ModelCheckpoint`` does: gradients that
+        are accumulating toward the next step are not part of a checkpoint.
+        """
         path = Path(path)
         position = (path, self.epoch, self.batch_idx, self.global_step)
         if position == self._saved_at:
             return  # already written at this very point (say, by the checkpoint callback)
-        checkpoint = {**self._state(), "rng": capture_rng_state(), "config": _plain_config(self.config)}
+        checkpoint = {
+            **self._state(),
+            "callbacks": self._callback_states(),
+            "rng": capture_rng_state(),
+            "config": plain_config(self.config),
+        }
         self._call("on_save_checkpoint", checkpoint=checkpoint)
         self.fabric.save(path, checkpoint)
         self._saved_at = position
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore what ``save_checkpoint`` wrote; training continues at the batch after it."""
-        state = self._state()
-        extra = self.fabric.load(path, state)
+        """Restore what ``save_checkpoint`` wrote; training continues at the batch after it.
+
+        Rows that the loggers wrote after the checkpoint are dropped, because the resumed run
+        writes them again. A callback missing from the checkpoint starts afresh, with a notice.
+
+        Raises:
+            ConfigError: nothing is at ``path``, or the file is not a checkpoint this trainer
+                can resume (unreadable, another format version, or another model's).
+        """
+        fabric, path, state = self.fabric, Path(path), self._state()
+        try:
+            extra = fabric.load(path, state)
+            saved, callbacks = extra.pop("callbacks", {}), self._callback_states()
+            for key in callbacks.keys() & saved.keys():
+                try:
+                    callbacks[key].load_state_dict(saved[key])
+                except (KeyError, TypeError, ValueError) as error:
+                    raise ValueError(f"the state of {key} does not load ({type(error).__name__}: {error})") from None
+        except FileNotFoundError:
+            raise ConfigError(f"cannot resume: there is no checkpoint at {str(path)!r}") from None
+        except (ValueError, KeyError, RuntimeError) as error:
+            reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+            reason = " ".join(line.strip() for line in str(reason).splitlines()[:2])
+            raise ConfigError(f"cannot resume from {str(path)!r}: {reason}") from None
         position = state["trainer"]
         self.epoch, self.batch_idx, self.global_step = position["epoch"], position["batch_idx"], position["global_step"]
-        restore_rng_state(extra.pop("rng"))
-        extra.pop("config", None)
+        self._rng_to_restore = extra.pop("rng")
+        fabric.print(f"resuming from {path} at epoch {self.epoch}, batch {self.batch_idx} (step {self.global_step})")
+        for key in sorted(callbacks.keys() - saved.keys()):
+            fabric.print(f"  {key} has no state in the checkpoint and starts afresh")
+        changed = changed_settings(extra.pop("config", None) or {}, plain_config(self.config))
+        if changed:
+            fabric.print("  settings changed since the checkpoint: " + ", ".join(changed))
+        if fabric.is_global_zero:
+            for logger in fabric.loggers:  # last, once nothing can fail: forget what came after
+                logger.rewind(self.global_step)
         self._call("on_load_checkpoint", checkpoint=extra)
 
-
-def _plain_config(config: Config) -> dict[str, Any]:
-    # Paths become strings: a checkpoint holds plain data only, so it loads with weights_only=True.
-    def plain(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        return {key: str(value) if isinstance(value, PurePath) else value for key, value in items}
-
-    return dataclasses.asdict(config, dict_factory=plain)
+    def _restore_rng(self) -> None:
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
