@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import pickle
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,15 +64,19 @@ class CheckpointIO:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             # torch's message suggests weights_only=False, which is exactly what must not be done
-            # with an untrusted file; keep only the line that names what was refused.
+            # with an untrusted file; keep only what names the refused part, without the advice.
             detail = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
-            raise ValueError(
-                f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and plain data, "
-                "and loading those could run code" + (f" ({detail})" if detail else "")
-            ) from None
+            detail = detail.removeprefix("WeightsUnpickler error: ").split(". ")[0]
+            if "Unsupported global" in detail or "Unsupported class" in detail:
+                reason = "it holds pickled objects other than tensors and plain data, and loading those could run code"
+            else:  # an opcode the safe unpickler does not take: garbage, or a pickle of another protocol
+                reason = "it is not a checkpoint of tensors and plain data that loads without running code"
+            raise ValueError(f"refusing to load {str(path)!r}: {reason}" + (f" ({detail})" if detail else "")) from None
         except (RuntimeError, EOFError, OSError) as error:
             raise ValueError(f"{str(path)!r} is not a readable checkpoint: {error}") from None
         if not isinstance(checkpoint, dict):
