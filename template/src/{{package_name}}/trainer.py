@@ -36,21 +36,17 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 from trainwright import Fabric, Logger, capture_rng_state, restore_rng_state
-from trainwright.config import ConfigError
 
-from .config import Config, changed_settings, plain_config
+from .checkpointing import load_for_resume, stateful_callbacks
+from .config import Config, plain_config
 
 
 def _hook_table(doc: str) -> dict[str, tuple[str, ...]]:
     # Every hook this trainer fires, with the keyword arguments it passes: read from the table
     # above, so the two cannot drift apart. Used to check callbacks' signatures before training,
     # and misspelt hook names after it.
-    table = {}
-    for line in doc.partition("extra keyword arguments\n")[2].strip().splitlines():
-        hook, _, extra = line.strip().partition(" ")
-        names = [name.strip() for name in re.sub(r"\(.*?\)", "", extra).split(",") if name.strip()]
-        table[hook] = ("trainer", "fabric", *names)
-    return table
+    rows = [re.sub(r"\(.*?\)|,", " ", line).split() for line in doc.partition("arguments\n")[2].strip().splitlines()]
+    return {hook: ("trainer", "fabric", *names) for hook, *names in rows}
 
 
 HOOKS = _hook_table(__doc__)
@@ -213,12 +209,10 @@ class Trainer:
         with fabric.no_backward_sync(model, enabled=not is_step):
             outputs = model(inputs)
             loss = self.loss_fn(outputs, targets)
-            if config.nonfinite_loss == "ignore" or self._is_finite(loss):
+            if config.nonfinite_loss == "ignore" or self._loss_is_finite(loss, batch_idx):
                 self._call("on_before_backward", loss=loss)
                 fabric.backward(loss / window if window > 1 else loss)
                 self._call("on_after_backward", model=model)
-            else:
-                self._nonfinite(loss, batch_idx)
         if is_step:
             if self._skip_step:  # the window saw a non-finite loss: drop its gradients, take no step
                 optimizer.zero_grad(set_to_none=True)
@@ -249,21 +243,20 @@ class Trainer:
         if self.global_step % config.log_every_n_steps == 0:
             fabric.log("train/loss", loss.detach(), step=self.global_step)
 
-    def _is_finite(self, loss: torch.Tensor) -> bool:
+    def _loss_is_finite(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """Whether the loss is usable; otherwise stop, or mark the window's step to be skipped."""
         finite = torch.isfinite(loss.detach()).all()
         if self.fabric.world_size > 1:  # every process must stop, or skip, together
             finite = self.fabric.all_reduce(finite.float(), op="min") > 0
-        return bool(finite)
-
-    def _nonfinite(self, loss: torch.Tensor, batch_idx: int) -> None:
-        where = (
-            f"the loss is {loss.detach().float().mean().item()} at epoch {self.epoch}, batch {batch_idx} "
-            f"(toward optimizer step {self.global_step + 1})"
-        )
+        if finite:
+            return True
+        where = f"the loss is {loss.detach().float().mean().item()} at epoch {self.epoch}, batch {batch_idx}"
+        where += f" (toward optimizer step {self.global_step + 1})"
         if self.config.nonfinite_loss == "stop":
             raise NonFiniteLossError(f"{where}; training stops (--nonfinite-loss=skip skips such batches instead)")
         self.fabric.print(f"skipping a batch: {where}")
         self._skip_step = True
+        return False
 
     @torch.no_grad()
     def validate(self, loader: DataLoader) -> dict[str, float]:
@@ -300,18 +293,6 @@ class Trainer:
         resume = self.config.resume
         return self.run_dir / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
 
-    def _callback_states(self) -> dict[str, object]:
-        # Callbacks are keyed by class name (numbered when one repeats), not by module path,
-        # so that moving a callback's file does not orphan its state.
-        callbacks: dict[str, object] = {}
-        for callback in self.fabric.callbacks:
-            if hasattr(callback, "state_dict") and hasattr(callback, "load_state_dict"):
-                name = key = type(callback).__name__
-                while key in callbacks:
-                    key = f"{name}-{len(callbacks)}"
-                callbacks[key] = callback
-        return callbacks
-
     def _state(self) -> dict[str, Any]:
         """What a checkpoint holds; ``Fabric`` turns every object in it into its state dict."""
         return {
@@ -333,7 +314,7 @@ class Trainer:
             return  # already written at this very point (say, by the checkpoint callback)
         checkpoint = {
             **self._state(),
-            "callbacks": self._callback_states(),
+            "callbacks": stateful_callbacks(self.fabric.callbacks),
             "rng": capture_rng_state(),
             "config": plain_config(self.config),
         }
@@ -351,32 +332,13 @@ class Trainer:
             ConfigError: nothing is at ``path``, or the file is not a checkpoint this trainer
                 can resume (unreadable, another format version, or another model's).
         """
-        fabric, path, state = self.fabric, Path(path), self._state()
-        try:
-            extra = fabric.load(path, state)
-            saved, callbacks = extra.pop("callbacks", {}), self._callback_states()
-            for key in callbacks.keys() & saved.keys():
-                try:
-                    callbacks[key].load_state_dict(saved[key])
-                except (KeyError, TypeError, ValueError) as error:
-                    raise ValueError(f"the state of {key} does not load ({type(error).__name__}: {error})") from None
-        except FileNotFoundError:
-            raise ConfigError(f"cannot resume: there is no checkpoint at {str(path)!r}") from None
-        except (ValueError, KeyError, RuntimeError) as error:
-            reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-            reason = " ".join(line.strip() for line in str(reason).splitlines()[:2])
-            raise ConfigError(f"cannot resume from {str(path)!r}: {reason}") from None
+        fabric, state = self.fabric, self._state()
+        extra = load_for_resume(fabric, Path(path), state, plain_config(self.config))
         position = state["trainer"]
         self.epoch, self.batch_idx, self.global_step = position["epoch"], position["batch_idx"], position["global_step"]
-        self._rng_to_restore = extra.pop("rng")
-        fabric.print(f"resuming from {path} at epoch {self.epoch}, batch {self.batch_idx} (step {self.global_step})")
-        for key in sorted(callbacks.keys() - saved.keys()):
-            fabric.print(f"  {key} has no state in the checkpoint and starts afresh")
-        changed = changed_settings(extra.pop("config", None) or {}, plain_config(self.config))
-        if changed:
-            fabric.print("  settings changed since the checkpoint: " + ", ".join(changed))
+        self._rng_to_restore = extra.pop("rng")  # put back in _train_epoch, where it was captured
         if fabric.is_global_zero:
-            for logger in fabric.loggers:  # last, once nothing can fail: forget what came after
+            for logger in fabric.loggers:  # once nothing can fail: forget what was logged after the checkpoint
                 logger.rewind(self.global_step)
         self._call("on_load_checkpoint", checkpoint=extra)
 
