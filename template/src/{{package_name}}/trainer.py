@@ -26,6 +26,7 @@ signature names and nothing else. Every hook also receives ``trainer`` and ``fab
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -245,12 +246,15 @@ class Trainer:
 
     def _loss_is_finite(self, loss: torch.Tensor, batch_idx: int) -> bool:
         """Whether the loss is usable; otherwise stop, or mark the window's step to be skipped."""
-        finite = torch.isfinite(loss.detach()).all()
+        value = loss.detach()
+        # One read of a scalar loss; it waits for the device, as logging the loss does anyway.
+        finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
         if self.fabric.world_size > 1:  # every process must stop, or skip, together
-            finite = self.fabric.all_reduce(finite.float(), op="min") > 0
+            flag = torch.tensor(float(finite), device=self.fabric.device)
+            finite = bool(self.fabric.all_reduce(flag, op="min").item())
         if finite:
             return True
-        where = f"the loss is {loss.detach().float().mean().item()} at epoch {self.epoch}, batch {batch_idx}"
+        where = f"the loss is {value.float().mean().item()} at epoch {self.epoch}, batch {batch_idx}"
         where += f" (toward optimizer step {self.global_step + 1})"
         if self.config.nonfinite_loss == "stop":
             raise NonFiniteLossError(f"{where}; training stops (--nonfinite-loss=skip skips such batches instead)")
