@@ -114,23 +114,10 @@ class CSVLogger(Logger):
         self._columns = columns or ["step"]
         kept = [row for row in rows if row.get("step") and int(row["step"]) <= step]
         last = kept.pop() if kept and int(kept[-1]["step"]) == step else None
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(self._encode(kept, header=True))
-            row_start = f.tell()
-            if last is not None:
-                f.write(self._encode([last]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        self._file = open(self.path, "r+b")  # noqa: SIM115
-        self._file.seek(0, os.SEEK_END)
-        self._row_start = row_start if last is not None else self._file.tell()
-        if last is not None:
-            self._last_step, self._last_row = step, last
-        else:
-            self._last_step = int(kept[-1]["step"]) if kept else None
-            self._last_row = None
+        self._replace(kept, last)
+        self._last_row = last
+        newest = last if last is not None else kept[-1] if kept else None
+        self._last_step = int(newest["step"]) if newest is not None else None
 
     def _write_row(self, row: Mapping[str, Any], replace_last: bool) -> None:
         data = self._encode([row])
@@ -154,15 +141,21 @@ class CSVLogger(Logger):
         _, rows = self._read()
         if drop_last and rows:
             rows.pop()
+        self._replace(rows, row)
+
+    def _replace(self, rows: list[Mapping[str, Any]], open_row: Mapping[str, Any] | None) -> None:
+        """Write the header, ``rows`` and ``open_row`` through a temporary file and a rename, then
+        reopen the file with ``open_row`` (if any) as the row that later values of its step join."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "wb") as f:
             f.write(self._encode(rows, header=True))
             row_start = f.tell()
-            f.write(self._encode([row]))
+            if open_row is not None:
+                f.write(self._encode([open_row]))
         os.replace(tmp, self.path)
-        self._file = open(self.path, "r+b")  # noqa: SIM115
+        self._file = open(self.path, "r+b")  # noqa: SIM115 (kept open across calls)
         self._file.seek(0, os.SEEK_END)
-        self._row_start = row_start
+        self._row_start = row_start if open_row is not None else self._file.tell()
 
 
 def _cell(value: Any) -> str:
