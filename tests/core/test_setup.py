@@ -77,6 +77,35 @@ def test_setup_twice_is_an_error(fabric):
         fabric.setup(tiny_model(), optimizer)
 
 
+def test_setup_optimizers_wraps_optimizers_built_after_the_model(fabric):
+    """setup_optimizers wraps an optimizer over the set-up model's parameters, which then trains the model."""
+    model = fabric.setup(tiny_model())
+    optimizer = fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.optimizer is not optimizer
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    first, second = fabric.setup_optimizers(
+        torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.Adam(model.parameters(), lr=0.1)
+    )
+    assert isinstance(first, torch.optim.SGD)
+    assert isinstance(second, torch.optim.Adam)
+
+
+def test_setup_optimizers_rejects_what_is_not_a_fresh_optimizer(fabric):
+    """setup_optimizers() needs an optimizer, names a wrong type, and refuses one set up already."""
+    model = fabric.setup(tiny_model())
+    optimizer = fabric.setup_optimizers(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match="needs at least one optimizer"):
+        fabric.setup_optimizers()
+    with pytest.raises(TypeError, match=r"setup_optimizers\(\): optimizer 0 must be a torch.optim.Optimizer, got str"):
+        fabric.setup_optimizers("sgd")
+    with pytest.raises(TypeError, match=r"setup_optimizers\(\): optimizer 0 was already set up"):
+        fabric.setup_optimizers(optimizer)
+
+
 def test_wrapped_optimizer_works_with_lr_schedulers(fabric):
     """A scheduler built on the wrapped optimizer changes the learning rate the real optimizer uses."""
     model = tiny_model()

@@ -161,18 +161,44 @@ class Fabric:
             raise TypeError("setup(): this model was already set up; pass the original model")
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"setup(): model must be a torch.nn.Module, got {type(model).__qualname__}")
-        for i, optimizer in enumerate(optimizers):
-            if isinstance(optimizer, FabricOptimizer):
-                raise TypeError(f"setup(): optimizer {i} was already set up; pass the original optimizer")
-            if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TypeError(
-                    f"setup(): optimizer {i} must be a torch.optim.Optimizer, got {type(optimizer).__qualname__}"
-                )
+        self._check_optimizers("setup", optimizers)
         forward_module = self._strategy.setup_module(model)
         wrapped = FabricModule(forward_module, model, self._strategy.precision)
         if not optimizers:
             return wrapped
-        return (wrapped, *(wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers))
+        return (wrapped, *self._wrap_optimizers(optimizers))
+
+    def setup_optimizers(self, *optimizers: torch.optim.Optimizer) -> Any:
+        """Wrap optimizers created from the parameters of a model that ``setup`` already returned.
+
+        Use it when the optimizer must see the model as the strategy placed it: on its device
+        (say, for ``fused=True``) or sharded. ``setup(model, optimizer)`` does the same in one call.
+
+        Returns:
+            One optimizer for one argument, else a tuple in the same order.
+
+        Raises:
+            TypeError: no optimizer is given, one is not a ``torch.optim.Optimizer``, or one
+                was set up already.
+        """
+        if not optimizers:
+            raise TypeError("setup_optimizers() needs at least one optimizer")
+        self._check_optimizers("setup_optimizers", optimizers)
+        wrapped = self._wrap_optimizers(optimizers)
+        return wrapped[0] if len(wrapped) == 1 else wrapped
+
+    @staticmethod
+    def _check_optimizers(method: str, optimizers: Sequence[Any]) -> None:
+        for i, optimizer in enumerate(optimizers):
+            if isinstance(optimizer, FabricOptimizer):
+                raise TypeError(f"{method}(): optimizer {i} was already set up; pass the original optimizer")
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise TypeError(
+                    f"{method}(): optimizer {i} must be a torch.optim.Optimizer, got {type(optimizer).__qualname__}"
+                )
+
+    def _wrap_optimizers(self, optimizers: Sequence[torch.optim.Optimizer]) -> tuple[torch.optim.Optimizer, ...]:
+        return tuple(wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers)
 
     def setup_dataloaders(
         self,
