@@ -1,56 +1,52 @@
 """The training loop. It is yours: read it top to bottom, then change what you need.
 
-``Fabric`` (from the versioned ``trainwright`` core) owns devices, precision, processes,
-logging, checkpoint files and callback dispatch. This file owns *when* things happen.
+``Fabric`` (from the versioned ``trainwright`` core) owns devices, precision, processes, logging,
+checkpoint files and callback dispatch. ``task.py`` owns *what* is trained: the model, the data,
+the per-batch computation and the optimizer. This file owns *when* things happen.
 
-Hooks are fired with keyword arguments only; each callback method receives the ones its
-signature names and nothing else. Every hook also receives ``trainer`` and ``fabric``.
-
-    hook                        extra keyword arguments
-    on_fit_start                model, optimizer
-    on_train_epoch_start        epoch
-    on_train_batch_start        batch, batch_idx
-    on_before_backward          loss
-    on_after_backward           model
-    on_before_optimizer_step    model, optimizer, global_step (steps taken before this one)
-    on_train_batch_end          batch, batch_idx, loss, outputs, global_step
-    on_train_epoch_end          epoch, global_step, metrics (this epoch's validation, or {})
-    on_validation_epoch_start   epoch
-    on_validation_batch_end     batch, batch_idx, loss, outputs
-    on_validation_epoch_end     epoch, global_step, metrics
-    on_save_checkpoint          checkpoint (the dict about to be written; add entries to it)
-    on_load_checkpoint          checkpoint (what the file held beyond the trainer's own entries)
-    on_fit_end                  global_step, metrics
-    on_exception                exception
+The hot path never waits for the device. Values computed there stay on it until a log step
+(every ``log_every_n_steps`` optimizer steps) reads them all in one transfer; the non-finite
+loss check rides along. Each place that reads a device value says so in a comment.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader
 from trainwright import Fabric, Logger, capture_rng_state, restore_rng_state
+from trainwright.config import ConfigError
 
 from .checkpointing import load_for_resume, stateful_callbacks
 from .config import Config, plain_config
+from .task import Task
 
+# Every hook the trainer fires, with the keyword arguments it passes besides ``trainer`` and
+# ``fabric``. Callbacks are checked against this table before training starts.
+HOOKS: dict[str, tuple[str, ...]] = {
+    "on_fit_start": ("model", "optimizer"),
+    "on_train_epoch_start": ("epoch",),
+    "on_train_batch_start": ("batch", "batch_idx"),
+    "on_before_backward": ("loss",),
+    "on_after_backward": ("model",),
+    "on_before_optimizer_step": ("model", "optimizer", "global_step"),  # steps taken before this one
+    "on_train_batch_end": ("batch", "batch_idx", "loss", "outputs", "global_step"),  # loss: on the device
+    "on_log": ("metrics", "global_step"),  # the training values just read, as numbers, at each log step
+    "on_train_epoch_end": ("epoch", "global_step", "metrics"),  # metrics: this epoch's validation, or {}
+    "on_validation_epoch_start": ("epoch",),
+    "on_validation_batch_end": ("batch", "batch_idx", "outputs"),
+    "on_validation_epoch_end": ("epoch", "global_step", "metrics"),
+    "on_save_checkpoint": ("checkpoint",),  # the dict about to be written; add entries to it
+    "on_load_checkpoint": ("checkpoint",),  # what the file held beyond the trainer's own entries
+    "on_fit_end": ("global_step", "metrics"),
+    "on_exception": ("exception",),
+}
 
-def _hook_table(doc: str) -> dict[str, tuple[str, ...]]:
-    # Every hook this trainer fires, with the keyword arguments it passes: read from the table
-    # above, so the two cannot drift apart. Used to check callbacks' signatures before training,
-    # and misspelt hook names after it.
-    rows = [re.sub(r"\(.*?\)|,", " ", line).split() for line in doc.partition("arguments\n")[2].strip().splitlines()]
-    return {hook: ("trainer", "fabric", *names) for hook, *names in rows}
-
-
-HOOKS = _hook_table(__doc__)
+_END = object()  # the end of a data loader's iterator
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -58,27 +54,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Trainer:
-    """Fits a model with the settings of ``config``.
+    """Fits ``task`` with the settings of ``config``.
 
     Args:
         config: the run's settings (see ``config.py``).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
-        score_fn: ``score_fn(outputs, targets) -> {name: scalar tensor}``, extra validation metrics.
-        callbacks: objects with any of the hooks above, called in this order.
+        task: builds the model, data and optimizer, and computes each batch's loss (see ``task.py``).
+        callbacks: objects with any of the hooks in ``HOOKS``, called in this order.
         loggers: where ``fabric.log`` writes (CSV, TensorBoard, ...).
     """
 
     def __init__(
-        self,
-        config: Config,
-        loss_fn: Callable[[Any, Any], torch.Tensor],
-        score_fn: Callable[[Any, Any], dict[str, torch.Tensor]] | None = None,
-        callbacks: Iterable[object] = (),
-        loggers: Iterable[Logger] = (),
+        self, config: Config, task: Task, callbacks: Iterable[object] = (), loggers: Iterable[Logger] = ()
     ) -> None:
-        self.config = config
-        self.loss_fn = loss_fn
-        self.score_fn = score_fn
+        self.config, self.task = config, task
         self.fabric = Fabric(
             accelerator=config.accelerator,
             devices=config.devices,
@@ -94,23 +82,19 @@ class Trainer:
         self.epoch = 0
         self.batch_idx = 0
         self.global_step = 0
-        self.num_train_batches = 0  # batches per epoch, after limit_train_batches
+        self.num_train_batches: int | None = None  # batches per epoch after limit_train_batches; None: unknown
         self.metrics: dict[str, float] = {}  # the latest validation metrics
-        self.should_stop = False  # any callback may set it; training ends after the current optimizer step
+        self.should_stop = False  # any callback may set it; training ends after an optimizer step
         self._saved_at: tuple[Path, int, int, int] | None = None
         self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, put back in _train_epoch
-        self._skip_step = False  # a non-finite loss in this accumulation window: drop its optimizer step
+        self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
+        self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
+        self._window_loss: torch.Tensor | None = None  # the summed loss of a log step's window
+        self._read_at = 0  # the global_step at which the device values were last read
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def fit(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train_loader: DataLoader,
-        val_loader: DataLoader | None = None,
-        scheduler: LRScheduler | None = None,
-    ) -> None:
+    def fit(self) -> None:
         """Train until ``max_epochs`` or ``max_steps``, validating every ``val_every_n_epochs``.
 
         With ``config.resume`` set, first restore the checkpoint it names and go on from there.
@@ -119,11 +103,8 @@ class Trainer:
         started = False
         try:
             # A callback that cannot take its arguments fails here, before anything is written.
-            fabric.check_hooks(HOOKS)
-            self.model, self.optimizer = fabric.setup(model, optimizer)
-            self.scheduler = scheduler
-            train_loader = fabric.setup_dataloaders(train_loader)
-            val_loader = fabric.setup_dataloaders(val_loader) if val_loader is not None else None
+            fabric.check_hooks({hook: ("trainer", "fabric", *names) for hook, names in HOOKS.items()})
+            train_loader, val_loader = self._setup()
             if config.resume:
                 self.load_checkpoint(self.resume_path())
             started = True
@@ -140,6 +121,8 @@ class Trainer:
                 if config.scheduler_interval == "epoch" and self.scheduler is not None:
                     self.scheduler.step()
                 self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
+                if fabric.world_size > 1:
+                    self._read()  # agree on a stop request made at the epoch's end (say, by early stopping)
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
@@ -152,36 +135,68 @@ class Trainer:
         for unused in fabric.unused_hooks(known=HOOKS):
             warnings.warn(str(unused), stacklevel=2)
 
+    def _setup(self) -> tuple[Any, Any]:
+        """Build the task's data, model and optimizer on this run's devices; return the loaders."""
+        fabric, config, task = self.fabric, self.config, self.task
+        if fabric.device.type == "cuda":
+            torch.set_float32_matmul_precision(config.matmul_precision)  # "high": TF32 tensor cores for float32
+        train_loader, val_loader = task.build_dataloaders()
+        train_loader = fabric.setup_dataloaders(train_loader)
+        val_loader = fabric.setup_dataloaders(val_loader) if val_loader is not None else None
+        model = task.build_model()
+        if config.compile:
+            model.compile()  # in place, so the checkpoint's keys are those of the plain model
+        self.model = fabric.setup(model)
+        # After setup, so that the optimizer sees the parameters where they will live (fused AdamW on CUDA).
+        optimizer, self.scheduler = task.configure_optimizers(self.model, self._schedule_length(train_loader))
+        self.optimizer = fabric.setup_optimizers(optimizer)
+        return train_loader, val_loader
+
+    def _schedule_length(self, loader: Any) -> int:
+        """How many times the run steps its schedule: per optimizer step, or per epoch."""
+        config = self.config
+        epochs = config.schedule_epochs or config.max_epochs
+        if config.scheduler_interval == "epoch":
+            return epochs
+        batches = self._batches_per_epoch(loader)
+        if batches is None:
+            if config.max_steps is None:
+                raise ConfigError("the training data has no length: set max_steps, which also sets the schedule's")
+            return config.max_steps
+        length = epochs * math.ceil(batches / config.grad_accum_steps)
+        return length if config.max_steps is None else min(length, config.max_steps)
+
+    def _batches_per_epoch(self, loader: Any) -> int | None:
+        """Batches per epoch on this process after ``limit_train_batches``; None when the data has no length."""
+        limit = self.config.limit_train_batches
+        try:
+            length = len(loader)
+        except TypeError:  # an iterable dataset without __len__: an epoch ends when it runs out
+            return limit
+        return length if limit is None else min(limit, length)
+
     def _call(self, hook: str, **kwargs: Any) -> None:
         self.fabric.call(hook, trainer=self, fabric=self.fabric, **kwargs)
 
     def _finished(self) -> bool:
         max_steps = self.config.max_steps
         steps_done = max_steps is not None and self.global_step >= max_steps
-        return steps_done or self.epoch >= self.config.max_epochs or self._stop_agreed()
+        # With several processes a stop request is agreed at the next read (see _read), so
+        # that every process leaves the loop at the same step.
+        stop = self.should_stop if self.fabric.world_size == 1 else self._stop_agreed
+        return steps_done or self.epoch >= self.config.max_epochs or stop
 
-    def _stop_agreed(self) -> bool:
-        # Every process must leave the loop at the same step, or the others wait forever in
-        # the next collective: stop as soon as any rank asks to.
-        if self.fabric.world_size == 1:
-            return self.should_stop
-        flag = torch.tensor(float(self.should_stop), device=self.fabric.device)
-        self.should_stop = bool(self.fabric.all_reduce(flag, op="max").item())
-        return self.should_stop
+    _stop_agreed = False
 
-    def _train_epoch(self, loader: DataLoader) -> bool:
+    def _train_epoch(self, loader: Any) -> bool:
         """Train one epoch, or what is left of it; return whether it ran to its end."""
-        config = self.config
-        limit = config.limit_train_batches
-        self.num_train_batches = len(loader) if limit is None else min(limit, len(loader))
+        self.num_train_batches = self._batches_per_epoch(loader)
         if self.batch_idx == 0:
             self._restore_rng()  # resumed at an epoch's start: the state was captured just before it
         loader.set_epoch(self.epoch)  # a fresh shuffle per epoch (the same one after a resume)
         self.model.train()
         self._call("on_train_epoch_start", epoch=self.epoch)
-        for batch_idx, batch in enumerate(loader):
-            if batch_idx >= self.num_train_batches:
-                break
+        for batch_idx, batch, is_last in self._batches(loader):
             if batch_idx < self.batch_idx:
                 # Resumed mid-epoch: this batch was trained before the checkpoint. The random
                 # state goes back once the loader stands where it stood when it was captured.
@@ -189,82 +204,163 @@ class Trainer:
                     self._restore_rng()
                 continue
             # Stop only after an optimizer step, so a checkpoint never holds half a window.
-            if self._train_batch(batch, batch_idx) and self._finished():
-                break
-        return self.batch_idx == self.num_train_batches
+            if self._train_batch(batch, batch_idx, is_last) and self._finished():
+                return is_last
+        return True
 
-    def _train_batch(self, batch: Any, batch_idx: int) -> bool:
+    def _batches(self, loader: Any) -> Iterator[tuple[int, Any, bool]]:
+        """``(batch_idx, batch, is_last)`` for the epoch's batches, looking one batch ahead.
+
+        Looking ahead tells which batch is the epoch's last (it ends an accumulation window)
+        also for data without a length.
+        """
+        limit = self.config.limit_train_batches
+        iterator = iter(loader)
+        batch, batch_idx = next(iterator, _END), 0
+        while batch is not _END:
+            upcoming = next(iterator, _END) if limit is None or batch_idx + 1 < limit else _END
+            yield batch_idx, batch, upcoming is _END
+            batch, batch_idx = upcoming, batch_idx + 1
+
+    def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Train on one batch; return whether it ended an accumulation window (and so stepped)."""
-        fabric, config = self.fabric, self.config
-        model, optimizer = self.model, self.optimizer
+        fabric, config, model = self.fabric, self.config, self.model
         accum = config.grad_accum_steps
         # Step after every ``accum`` batches, and after the epoch's last batch, so that no
-        # gradient leaks into the next epoch. The last window may be shorter: divide each
-        # loss by its window's real length so the step sees a mean, whatever the length.
-        window_start = batch_idx - batch_idx % accum
-        window = min(accum, self.num_train_batches - window_start)
-        is_step = batch_idx + 1 == window_start + window
+        # gradient leaks into the next epoch.
+        window = batch_idx % accum + 1  # batches in this window so far
+        is_step = window == accum or is_last
+        logged = (self.global_step + 1) % config.log_every_n_steps == 0  # this window's step is a log step
         self._call("on_train_batch_start", batch=batch, batch_idx=batch_idx)
-        inputs, targets = batch
         # Between steps, skip the gradient all-reduce: only the last backward of a window syncs.
         with fabric.no_backward_sync(model, enabled=not is_step):
-            outputs = model(inputs)
-            loss = self.loss_fn(outputs, targets)
-            if config.nonfinite_loss == "ignore" or self._loss_is_finite(loss, batch_idx):
+            outputs = self.task.training_step(model, batch)
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise TypeError(f"training_step must return a one-element loss tensor (or a dict with one), got {loss!r}")
+            if config.nonfinite_loss != "skip" or self._loss_is_finite(loss, batch_idx):
                 self._call("on_before_backward", loss=loss)
-                fabric.backward(loss / window if window > 1 else loss)
+                fabric.backward(loss / accum if accum > 1 else loss)
                 self._call("on_after_backward", model=model)
+        detached = loss.detach()
+        if self._loss_sum is None:
+            self._loss_sum = torch.zeros((), device=detached.device)
+        self._loss_sum.add_(detached)  # stays on the device; a NaN here is found at the next read
+        if accum > 1 and logged:  # the loss to log is the mean over the step's window
+            self._window_loss = detached.float() if window == 1 else self._window_loss + detached
         if is_step:
             if self._skip_step:  # the window saw a non-finite loss: drop its gradients, take no step
-                optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=True)
                 self._skip_step = False
             else:
-                self._step(loss)
+                grad_norm = self._step(window)
+                if logged:
+                    self._log(outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
+            self._window_loss = None
         self.batch_idx = batch_idx + 1
         self._call(
             "on_train_batch_end",
             batch=batch,
             batch_idx=batch_idx,
-            loss=loss.detach(),
+            loss=detached,
             outputs=outputs,
             global_step=self.global_step,
         )
         return is_step
 
-    def _step(self, loss: torch.Tensor) -> None:
+    def _step(self, window: int) -> torch.Tensor | None:
+        """Take the optimizer step of a window of ``window`` batches; return the gradient norm if clipped."""
         fabric, config, optimizer = self.fabric, self.config, self.optimizer
+        if window < config.grad_accum_steps:
+            # The epoch's last window was short, and each loss was divided by the full window:
+            # scale the gradients so that the step sees the mean over the batches it had.
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(config.grad_accum_steps / window)
         self._call("on_before_optimizer_step", model=self.model, optimizer=optimizer, global_step=self.global_step)
+        grad_norm = None
         if config.grad_clip_norm is not None:
-            fabric.clip_gradients(self.model, optimizer, max_norm=config.grad_clip_norm)
+            grad_norm = fabric.clip_gradients(self.model, optimizer, max_norm=config.grad_clip_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         if config.scheduler_interval == "step" and self.scheduler is not None:
             self.scheduler.step()
-        if self.global_step % config.log_every_n_steps == 0:
-            fabric.log("train/loss", loss.detach(), step=self.global_step)
+        return grad_norm
+
+    def _log(self, outputs: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+        """Read and log the training values of this step: the loss, the gradient norm and the task's extras."""
+        tensors: dict[str, torch.Tensor] = {"train/loss": loss}
+        numbers: dict[str, float] = {}
+        if grad_norm is not None:
+            tensors["train/grad_norm"] = grad_norm
+        if isinstance(outputs, Mapping):
+            for name, value in outputs.items():
+                if name != "loss":
+                    target = tensors if isinstance(value, torch.Tensor) else numbers
+                    target[f"train/{name}"] = value
+        values = self._read(list(tensors.values()), mean=True)
+        metrics = {**dict(zip(tensors, values, strict=True)), **numbers}
+        self.fabric.log_dict(metrics, step=self.global_step)
+        self._call("on_log", metrics=metrics, global_step=self.global_step)
+
+    def _read(self, tensors: list[torch.Tensor] = (), mean: bool = False) -> list[float]:
+        """Bring ``tensors`` (scalars on the device) to the host in one transfer, with the loss check.
+
+        Every process calls this at the same points: log steps, validation, checkpoints and,
+        with several processes, epoch ends. There the values are summed over the processes
+        (averaged with ``mean``), and a stop request from any process becomes every process's.
+
+        Raises:
+            NonFiniteLossError: a loss since the last read was NaN or infinite, and
+                ``nonfinite_loss`` is ``"stop"``.
+        """
+        fabric = self.fabric
+        loss_sum = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=fabric.device)
+        parts = [t.detach().float().reshape(()) for t in tensors] + [loss_sum]
+        if fabric.world_size > 1:
+            parts.append(torch.tensor(float(self.should_stop), device=fabric.device))
+        vector = torch.stack(parts)
+        if fabric.world_size > 1:
+            vector = fabric.all_reduce(vector, op="sum")
+        values = vector.tolist()  # the one host-device sync of a log step: the device catches up here
+        if fabric.world_size > 1:
+            self._stop_agreed = values.pop() > 0
+            self.should_stop = self.should_stop or self._stop_agreed
+        losses, first = values.pop(), self._read_at + 1
+        self._loss_sum, self._read_at = None, self.global_step
+        if not math.isfinite(losses) and self.config.nonfinite_loss == "stop":
+            raise NonFiniteLossError(
+                f"the loss became {losses} in the batches of optimizer steps {first} to {self.global_step} "
+                f"(epoch {self.epoch}); training stops, and no checkpoint holds what followed. The loss is checked "
+                f"every {self.config.log_every_n_steps} steps and before each checkpoint "
+                "(--nonfinite-loss=skip checks every batch and skips the bad ones)"
+            )
+        return [value / fabric.world_size for value in values] if mean else values
 
     def _loss_is_finite(self, loss: torch.Tensor, batch_idx: int) -> bool:
-        """Whether the loss is usable; otherwise stop, or mark the window's step to be skipped."""
+        """For ``nonfinite_loss="skip"``: whether the loss is usable; otherwise mark the window's step to be skipped."""
         value = loss.detach()
-        # One read of a scalar loss; it waits for the device, as logging the loss does anyway.
-        finite = math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
-        if self.fabric.world_size > 1:  # every process must stop, or skip, together
+        finite = math.isfinite(value.item())  # a read per batch: the price of skipping precisely
+        if self.fabric.world_size > 1:  # every process must skip together
             flag = torch.tensor(float(finite), device=self.fabric.device)
             finite = bool(self.fabric.all_reduce(flag, op="min").item())
         if finite:
             return True
-        where = f"the loss is {value.float().mean().item()} at epoch {self.epoch}, batch {batch_idx}"
-        where += f" (toward optimizer step {self.global_step + 1})"
-        if self.config.nonfinite_loss == "stop":
-            raise NonFiniteLossError(f"{where}; training stops (--nonfinite-loss=skip skips such batches instead)")
-        self.fabric.print(f"skipping a batch: {where}")
+        self.fabric.print(
+            f"skipping a batch: the loss is {value.item()} at epoch {self.epoch}, batch {batch_idx} "
+            f"(toward optimizer step {self.global_step + 1})"
+        )
         self._skip_step = True
         return False
 
     @torch.no_grad()
-    def validate(self, loader: DataLoader) -> dict[str, float]:
-        """Run the model over ``loader``; return and log the mean loss and scores as ``val/<name>``."""
+    def validate(self, loader: Any) -> dict[str, float]:
+        """Run ``task.validation_step`` over ``loader``; return and log the means as ``val/<name>``.
+
+        Each batch's metrics are weighted by the ``count`` its step returns (1 without one), so
+        a short last batch counts for what it holds.
+        """
         fabric, limit = self.fabric, self.config.limit_val_batches
         self.model.eval()
         self._call("on_validation_epoch_start", epoch=self.epoch)
@@ -273,17 +369,18 @@ class Trainer:
         for batch_idx, batch in enumerate(loader):
             if limit is not None and batch_idx >= limit:
                 break
-            inputs, targets = batch
-            outputs = self.model(inputs)
-            loss = self.loss_fn(outputs, targets)
-            scores = {"loss": loss, **(self.score_fn(outputs, targets) if self.score_fn else {})}
-            for name, value in scores.items():  # sums weighted by batch size: the last batch may be short
-                sums[name] = sums.get(name, 0) + value.detach().float() * len(targets)
-            count += len(targets)
-            self._call("on_validation_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs)
-        # The mean over every sample on every process.
-        total = fabric.all_reduce(count, op="sum")
-        self.metrics = {f"val/{name}": (fabric.all_reduce(s, op="sum") / total).item() for name, s in sums.items()}
+            outputs = self.task.validation_step(self.model, batch)
+            if not isinstance(outputs, Mapping):
+                raise TypeError(f"validation_step must return a dict of metrics, got {type(outputs).__name__}")
+            weight = outputs.get("count", 1)
+            for name, value in outputs.items():
+                if name != "count":
+                    total = sums.setdefault(name, torch.zeros((), device=fabric.device))
+                    total += (value.detach().float() if isinstance(value, torch.Tensor) else value) * weight
+            count += weight
+            self._call("on_validation_batch_end", batch=batch, batch_idx=batch_idx, outputs=outputs)
+        *totals, samples = self._read([*sums.values(), count])  # summed over every process
+        self.metrics = {f"val/{name}": total / samples for name, total in zip(sums, totals, strict=True)}
         fabric.log_dict(self.metrics, step=self.global_step)
         fabric.print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
         self._call("on_validation_epoch_end", epoch=self.epoch, global_step=self.global_step, metrics=self.metrics)
@@ -311,11 +408,17 @@ class Trainer:
 
         Call it right after an optimizer step, as ``ModelCheckpoint`` does: gradients that
         are accumulating toward the next step are not part of a checkpoint.
+
+        Raises:
+            NonFiniteLossError: a loss since the last check was NaN or infinite (with
+                ``nonfinite_loss="stop"``): what training did since then is not saved.
         """
         path = Path(path)
         position = (path, self.epoch, self.batch_idx, self.global_step)
         if position == self._saved_at:
             return  # already written at this very point (say, by the checkpoint callback)
+        if self._loss_sum is not None:
+            self._read()  # never save weights that a NaN loss has reached
         checkpoint = {
             **self._state(),
             "callbacks": stateful_callbacks(self.fabric.callbacks),
@@ -340,6 +443,7 @@ class Trainer:
         extra = load_for_resume(fabric, Path(path), state, plain_config(self.config))
         position = state["trainer"]
         self.epoch, self.batch_idx, self.global_step = position["epoch"], position["batch_idx"], position["global_step"]
+        self._read_at = self.global_step
         self._rng_to_restore = extra.pop("rng")  # put back in _train_epoch, where it was captured
         if fabric.is_global_zero:
             for logger in fabric.loggers:  # once nothing can fail: forget what was logged after the checkpoint

@@ -1,0 +1,45 @@
+"""The learning-rate schedule: linear warmup, then a cosine decay to ``min_lr`` (or a constant rate).
+
+The rate is a function of the step count alone, so a resumed run follows the schedule of its
+own config from where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: Config, num_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The schedule of ``config`` over ``num_steps`` schedule steps; ``None`` when the rate never changes."""
+    if config.scheduler == "constant" and config.warmup_steps == 0:
+        return None
+    factor = functools.partial(
+        warmup_cosine if config.scheduler == "cosine" else warmup_constant,
+        warmup=config.warmup_steps,
+        length=max(1, num_steps),
+        floor=config.min_lr / config.lr,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine(step: int, warmup: int, length: int, floor: float) -> float:
+    """The factor on the peak rate ``step`` steps in: up linearly over ``warmup`` steps, then down to ``floor``
+    along a cosine that ends at step ``length``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(step - warmup, length - warmup) / max(1, length - warmup)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_constant(step: int, warmup: int, length: int, floor: float) -> float:
+    """The factor on the peak rate: up linearly over ``warmup`` steps, then 1."""
+    return (step + 1) / (warmup + 1) if step < warmup else 1.0
