@@ -237,7 +237,9 @@ class Trainer:
             outputs = self.task.training_step(model, batch)
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise TypeError(f"training_step must return a one-element loss tensor (or a dict with one), got {loss!r}")
+                raise TypeError(
+                    f"training_step must return a one-element loss tensor (or a dict with one), not {loss!r}"
+                )
             if config.nonfinite_loss != "skip" or self._loss_is_finite(loss, batch_idx):
                 self._call("on_before_backward", loss=loss)
                 fabric.backward(loss / accum if accum > 1 else loss)
