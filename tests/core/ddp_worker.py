@@ -6,19 +6,22 @@ Scenarios:
     train   collectives, then a few steps of a hand-written loop over a sharded loader, with
             logging and a checkpoint; each rank writes what it saw to OUT_DIR/rank<r>.json.
     fail    rank 1 raises in its third step while rank 0 goes on into the next all-reduce.
+    rng     per-rank seeding: dropout masks, the shuffle, and every rank's random state saved
+            in one checkpoint and restored; each rank writes what it drew to OUT_DIR/rank<r>.json.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainwright import CSVLogger, Fabric
+from trainwright import CSVLogger, Fabric, capture_rng_state, restore_rng_state, select_rng_state
 
 PER_RANK_BATCH = 8
 
@@ -80,11 +83,59 @@ def fail(fabric: Fabric) -> None:
         fabric.all_reduce(torch.ones(1), op="sum")
 
 
+def draws(fabric: Fabric) -> dict:
+    """A few numbers from every generator this process has, dropout included."""
+    import numpy
+
+    result = {
+        "python": [random.random() for _ in range(3)],
+        "numpy": numpy.random.rand(3).tolist(),
+        "torch": torch.rand(3).tolist(),
+        "dropout": (torch.nn.functional.dropout(torch.ones(64), p=0.5) == 0).tolist(),
+    }
+    if torch.cuda.is_available():  # every process draws on cuda:0; each has its own generators
+        result["cuda"] = torch.rand(3, device="cuda").tolist()
+    return result
+
+
+def rng(fabric: Fabric, out_dir: Path) -> dict:
+    seed = fabric.seed_everything(1234)
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # initialise CUDA, so that its generators are captured
+    # A DDP model with dropout: the weights are rank 0's everywhere, so a mask differs only by the RNG.
+    net = fabric.setup(torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Dropout(0.5)))
+    dropped = (net(torch.ones(1, 8)) == 0).flatten().tolist()
+    loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.arange(20)), batch_size=5, shuffle=True))
+    loader.set_epoch(1)
+    shard = [int(i) for (batch,) in loader for i in batch]
+
+    states = fabric.all_gather_object(capture_rng_state())
+    fabric.save(out_dir / "rng.ckpt", {"rng": states})
+    before = draws(fabric)
+    fabric.seed_everything(999)  # anything: the restore must undo it
+    saved = fabric.load(out_dir / "rng.ckpt")["rng"]
+    restore_rng_state(select_rng_state(saved, fabric.global_rank))
+    return {
+        "seed": seed,
+        "initial_seed": torch.initial_seed(),
+        "weights": [p.detach().flatten().tolist() for p in net.module.parameters()],
+        "dropped": dropped,
+        "sampler_seed": loader.sampler.seed,
+        "shard": shard,
+        "saved_states": len(saved),
+        "before": before,
+        "after": draws(fabric),
+    }
+
+
 def main(scenario: str, out_dir: Path) -> None:
     rank = int(os.environ["RANK"])
     with Fabric(accelerator="cpu", loggers=CSVLogger(out_dir / f"logs-{rank}")) as fabric:
         if scenario == "fail":
             fail(fabric)
+            return
+        if scenario == "rng":
+            (out_dir / f"rank{fabric.global_rank}.json").write_text(json.dumps(rng(fabric, out_dir)))
             return
         result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "strategy": fabric.flags.strategy}
         result.update(collectives(fabric), **train(fabric, out_dir))

@@ -342,6 +342,32 @@ def test_only_rank_zero_logs_saves_and_prints(trained):
     assert "printed by rank 1" not in result.stdout
 
 
+@pytest.mark.slow
+def test_each_rank_has_its_own_random_streams_and_restores_its_own(tmp_path):
+    """Under 2 gloo processes: distinct seeds and dropout masks, one shuffle, and an exact per-rank RNG restore."""
+    result = torchrun("rng", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    first, second = ranks
+    assert (first["seed"], first["initial_seed"]) == (1234, 1234)  # rank 0: exactly a plain seed_everything(1234)
+    assert second["seed"] == second["initial_seed"] != 1234
+    assert first["weights"] == second["weights"]  # DDP gave both rank 0's initial weights
+    assert first["dropped"] != second["dropped"]
+    for rank in ranks:
+        assert 16 < sum(rank["dropped"]) < 48  # dropout with p=0.5 of 64 units really dropped some
+    # The shuffle is a function of the seed and the epoch alone: DistributedSampler's, for rank 0's seed.
+    assert first["sampler_seed"] == second["sampler_seed"] == 1234
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(1234 + 1)).tolist()
+    assert (first["shard"], second["shard"]) == (order[0::2], order[1::2])
+    # Every rank's state went into the one checkpoint, and each rank drew its own numbers again.
+    for rank in ranks:
+        assert rank["saved_states"] == 2
+        assert rank["after"] == rank["before"]
+    for generator in first["before"]:
+        assert first["before"][generator] != second["before"][generator], generator
+    assert ("cuda" in first["before"]) == torch.cuda.is_available()
+
+
 def test_a_failing_rank_ends_the_job_quickly_and_non_zero(tmp_path):
     """Rank 1 raises while rank 0 waits in an all-reduce: the job exits non-zero, nothing hangs."""
     start = time.monotonic()

@@ -19,6 +19,7 @@ from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, restore, to_pla
 from trainwright.flags import probe_hardware, resolve_flags
 from trainwright.loggers.base import Logger
 from trainwright.precision import PRECISION_CLASSES
+from trainwright.seed import seed_everything
 from trainwright.strategies import strategy_class
 
 if TYPE_CHECKING:
@@ -301,6 +302,32 @@ class Fabric:
         if isinstance(data, (int, float)):
             data = torch.tensor(data, device=self.device)
         return apply_to_tensors(data, self._strategy.all_gather)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Gather any picklable object from every process: a list of ``world_size`` entries, by global rank.
+
+        For what a checkpoint needs of every rank, such as each rank's random state:
+        ``fabric.all_gather_object(capture_rng_state())``. Every process must call it.
+        """
+        return self._strategy.all_gather_object(obj)
+
+    def seed_everything(self, seed: int) -> int:
+        """Seed every random generator of this process, distinctly on each rank.
+
+        ``trainwright.seed_everything(seed, rank=global_rank)``: rank 0 is seeded with ``seed``
+        itself, exactly as a single-process run is, and every other rank with a number derived
+        from ``(seed, rank)``, so that dropout and augmentations differ across processes. The
+        data order stays a function of the seed and the epoch (every shard is shuffled with
+        rank 0's seed). Model weights built after this differ across ranks until the strategy
+        makes them equal (DDP broadcasts rank 0's in ``setup``).
+
+        Returns:
+            The seed this process's generators got.
+
+        Raises:
+            ValueError: ``seed`` is not an integer in ``[0, 2**32 - 1]``.
+        """
+        return seed_everything(seed, rank=self.global_rank)
 
     # -- callbacks ---------------------------------------------------------------------------
 

@@ -122,6 +122,10 @@ class Strategy:
         """Stack every process's ``tensor`` along a new first dimension of size ``world_size``."""
         return tensor.unsqueeze(0)
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Return every process's ``obj`` (picklable), as a list indexed by global rank."""
+        return [obj]
+
     def save_checkpoint(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
         """Write ``checkpoint`` from global rank zero only; the other ranks wait for it."""
         if self.is_global_zero:

@@ -172,6 +172,11 @@ class DDPStrategy(Strategy):
         dist.all_gather(gathered, tensor)
         return torch.stack(gathered)
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
     def teardown(self) -> None:
         """Destroy the process group this strategy created (not one it found)."""
         if self._owns_group and dist.is_initialized():
