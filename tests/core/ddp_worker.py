@@ -6,6 +6,9 @@ Scenarios:
     train   collectives, then a few steps of a hand-written loop over a sharded loader, with
             logging and a checkpoint; each rank writes what it saw to OUT_DIR/rank<r>.json.
     fail    rank 1 raises in its third step while rank 0 goes on into the next all-reduce.
+    evaluate
+            one training step, then an odd-sized validation set through an evaluation loader and
+            a DDP model with buffers; sums and counts are all-reduced once after the loop.
     rng     per-rank seeding: dropout masks, the shuffle, and every rank's random state saved
             in one checkpoint and restored; each rank writes what it drew to OUT_DIR/rank<r>.json.
 """
@@ -24,6 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from trainwright import CSVLogger, Fabric, capture_rng_state, restore_rng_state, select_rng_state
 
 PER_RANK_BATCH = 8
+EVAL_SIZE = 9  # odd: 5 samples on rank 0, 4 on rank 1
 
 
 def data() -> TensorDataset:
@@ -83,6 +87,52 @@ def fail(fabric: Fabric) -> None:
         fabric.all_reduce(torch.ones(1), op="sum")
 
 
+def eval_data() -> TensorDataset:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(EVAL_SIZE, 4, generator=generator)  # (9, 4)
+    return TensorDataset(x, x.sum(dim=1, keepdim=True), torch.arange(EVAL_SIZE))
+
+
+def eval_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    # BatchNorm's buffers make DDP broadcast them in the first forward after a training step.
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+
+def evaluate(fabric: Fabric) -> dict:
+    net = eval_model()
+    net, optimizer = fabric.setup(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    train_x = torch.randn(16, 4, generator=torch.Generator().manual_seed(2))
+    for (x,) in fabric.setup_dataloaders(DataLoader(TensorDataset(train_x), batch_size=4)):
+        fabric.backward(net(x).pow(2).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+        break
+    loader = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2), evaluation=True)
+    net.eval()
+    seen, batches = [], 0
+    loss_sum, index_sum, count = torch.zeros(()), torch.zeros(()), torch.zeros(())
+    with torch.no_grad():
+        for x, y, index in loader:  # no collective in here: this rank may have a batch fewer
+            loss_sum += torch.nn.functional.mse_loss(net(x), y, reduction="sum")
+            index_sum += index.sum()
+            count += len(index)
+            seen += index.tolist()
+            batches += 1
+    total = fabric.all_reduce(count, op="sum")
+    padded = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2))
+    padded_count = fabric.all_reduce(sum(len(index) for _, _, index in padded), op="sum")
+    return {
+        "seen": seen,
+        "batches": batches,
+        "count": total.item(),
+        "mean_index": (fabric.all_reduce(index_sum, op="sum") / total).item(),
+        "mean_loss": (fabric.all_reduce(loss_sum, op="sum") / total).item(),
+        "padded_count": padded_count.item(),
+        "state": {k: v.tolist() for k, v in net.module.state_dict().items()},
+    }
+
+
 def draws(fabric: Fabric) -> dict:
     """A few numbers from every generator this process has, dropout included."""
     import numpy
@@ -133,6 +183,9 @@ def main(scenario: str, out_dir: Path) -> None:
     with Fabric(accelerator="cpu", loggers=CSVLogger(out_dir / f"logs-{rank}")) as fabric:
         if scenario == "fail":
             fail(fabric)
+            return
+        if scenario == "evaluate":
+            (out_dir / f"rank{fabric.global_rank}.json").write_text(json.dumps(evaluate(fabric)))
             return
         if scenario == "rng":
             (out_dir / f"rank{fabric.global_rank}.json").write_text(json.dumps(rng(fabric, out_dir)))

@@ -180,6 +180,7 @@ class Fabric:
         *dataloaders: torch.utils.data.DataLoader,
         move_to_device: bool = True,
         use_distributed_sampler: bool = True,
+        evaluation: bool = False,
     ) -> Any:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
 
@@ -187,6 +188,15 @@ class Fabric:
         (see ``trainwright.strategies.shard_dataloader``); call ``loader.set_epoch(epoch)`` at the
         start of every epoch so that a shuffle changes from epoch to epoch. Pass
         ``use_distributed_sampler=False`` to keep loaders that shard themselves as they are.
+
+        Training shards are padded to equal length by repeating samples, so that every process
+        runs the same number of steps. Pass ``evaluation=True`` for validation and test loaders:
+        every sample is then read exactly once, and shards may differ by one sample (and so by
+        one batch). That is safe only for a loop that runs no collective per batch: sum and
+        count on each process and all-reduce once after the loop, with the forward pass under
+        ``torch.no_grad()`` (then DDP's forward communicates at most once, on every rank's first
+        batch, so every rank needs a batch: at least ``world_size`` samples, and no ``drop_last``
+        that would leave a rank with none).
 
         Returns:
             One loader for one argument, else a tuple in the same order.
@@ -205,7 +215,7 @@ class Fabric:
                     f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
                 )
             if use_distributed_sampler:
-                loader = self._strategy.process_dataloader(loader)
+                loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
             wrapped.append(FabricDataLoader(loader, device))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 

@@ -76,8 +76,14 @@ class Strategy:
     def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         return optimizer
 
-    def process_dataloader(self, dataloader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-        """Adapt a data loader to this strategy (e.g. give each process its own shard)."""
+    def process_dataloader(
+        self, dataloader: torch.utils.data.DataLoader, evaluation: bool = False
+    ) -> torch.utils.data.DataLoader:
+        """Adapt a data loader to this strategy (e.g. give each process its own shard).
+
+        With ``evaluation``, every sample must be read exactly once across the processes, even
+        if their shards then differ in length.
+        """
         return dataloader
 
     def backward(self, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> None:
