@@ -385,12 +385,19 @@ def test_only_rank_zero_logs_saves_and_prints(trained):
     assert "printed by rank 1" not in result.stdout
 
 
-@pytest.mark.slow
-def test_each_rank_has_its_own_random_streams_and_restores_its_own(tmp_path):
-    """Under 2 gloo processes: distinct seeds and dropout masks, one shuffle, and an exact per-rank RNG restore."""
-    result = torchrun("rng", tmp_path)
+@pytest.fixture(scope="module")
+def reliability(tmp_path_factory):
+    """Run the ``reliability`` scenario once in two processes; return a function reading a check's per-rank results."""
+    out_dir = tmp_path_factory.mktemp("reliability")
+    result = torchrun("reliability", out_dir)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    return lambda check: [json.loads((out_dir / f"{check}-rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_each_rank_has_its_own_random_streams_and_restores_its_own(reliability):
+    """Under 2 gloo processes: distinct seeds and dropout masks, one shuffle, and an exact per-rank RNG restore."""
+    ranks = reliability("rng")
     first, second = ranks
     assert (first["seed"], first["initial_seed"]) == (1234, 1234)  # rank 0: exactly a plain seed_everything(1234)
     assert second["seed"] == second["initial_seed"] != 1234
@@ -412,11 +419,9 @@ def test_each_rank_has_its_own_random_streams_and_restores_its_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_loaders_give_the_exact_mean_on_two_processes(tmp_path):
+def test_evaluation_loaders_give_the_exact_mean_on_two_processes(reliability):
     """9 samples on 2 processes (5 + 4, 3 and 2 batches): each is seen once; all-reduced sums give the exact mean."""
-    result = torchrun("evaluate", tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    ranks = reliability("evaluate")
     first, second = ranks
     assert sorted(first["seen"] + second["seen"]) == list(range(ddp_worker.EVAL_SIZE))
     assert (len(first["seen"]), len(second["seen"])) == (5, 4)

@@ -119,7 +119,7 @@ def shard_dataloader(loader: DataLoader, num_replicas: int, rank: int, seed: int
         sharded = DistributedSampler(loader.dataset, num_replicas, rank, shuffle=True, seed=seed)
     else:
         sharded = ShardedSampler(sampler, num_replicas, rank)
-    settings = loader_settings(loader)
+    settings = _loader_settings(loader)
     if batch_sampler is None:  # automatic batching is off: the loader yields single samples
         return DataLoader(loader.dataset, batch_size=None, sampler=sharded, **settings)
     return DataLoader(
@@ -131,7 +131,7 @@ def shard_dataloader(loader: DataLoader, num_replicas: int, rank: int, seed: int
     )
 
 
-def loader_settings(loader: DataLoader) -> dict[str, Any]:
+def _loader_settings(loader: DataLoader) -> dict[str, Any]:
     """The keyword arguments that rebuild ``loader`` around another sampler: workers, collation, pinning..."""
     settings = {
         "num_workers": loader.num_workers,
