@@ -6,21 +6,30 @@ Scenarios:
     train   collectives, then a few steps of a hand-written loop over a sharded loader, with
             logging and a checkpoint; each rank writes what it saw to OUT_DIR/rank<r>.json.
     fail    rank 1 raises in its third step while rank 0 goes on into the next all-reduce.
+    reliability
+            two checks in one job, each rank writing OUT_DIR/<check>-rank<r>.json:
+            rng: per-rank seeding (dropout masks, the shuffle), and every rank's random state
+            saved in one checkpoint and restored;
+            evaluate: one training step, then an odd-sized validation set through an
+            evaluation loader and a DDP model with buffers, with sums and counts all-reduced
+            once after the loop.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainwright import CSVLogger, Fabric
+from trainwright import CSVLogger, Fabric, capture_rng_state, restore_rng_state, select_rng_state
 
 PER_RANK_BATCH = 8
+EVAL_SIZE = 9  # odd: 5 samples on rank 0, 4 on rank 1
 
 
 def data() -> TensorDataset:
@@ -80,11 +89,106 @@ def fail(fabric: Fabric) -> None:
         fabric.all_reduce(torch.ones(1), op="sum")
 
 
+def eval_data() -> TensorDataset:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(EVAL_SIZE, 4, generator=generator)  # (9, 4)
+    return TensorDataset(x, x.sum(dim=1, keepdim=True), torch.arange(EVAL_SIZE))
+
+
+def eval_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    # BatchNorm's buffers make DDP broadcast them in the first forward after a training step.
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+
+def evaluate(fabric: Fabric) -> dict:
+    net = eval_model()
+    net, optimizer = fabric.setup(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    train_x = torch.randn(16, 4, generator=torch.Generator().manual_seed(2))
+    for (x,) in fabric.setup_dataloaders(DataLoader(TensorDataset(train_x), batch_size=4)):
+        fabric.backward(net(x).pow(2).mean())
+        optimizer.step()
+        optimizer.zero_grad()
+        break
+    loader = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2), evaluation=True)
+    net.eval()
+    seen, batches = [], 0
+    loss_sum, index_sum, count = torch.zeros(()), torch.zeros(()), torch.zeros(())
+    with torch.no_grad():
+        for x, y, index in loader:  # no collective in here: this rank may have a batch fewer
+            loss_sum += torch.nn.functional.mse_loss(net(x), y, reduction="sum")
+            index_sum += index.sum()
+            count += len(index)
+            seen += index.tolist()
+            batches += 1
+    total = fabric.all_reduce(count, op="sum")
+    padded = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2))
+    padded_count = fabric.all_reduce(sum(len(index) for _, _, index in padded), op="sum")
+    return {
+        "seen": seen,
+        "batches": batches,
+        "count": total.item(),
+        "mean_index": (fabric.all_reduce(index_sum, op="sum") / total).item(),
+        "mean_loss": (fabric.all_reduce(loss_sum, op="sum") / total).item(),
+        "padded_count": padded_count.item(),
+        "state": {k: v.tolist() for k, v in net.module.state_dict().items()},
+    }
+
+
+def draws(fabric: Fabric) -> dict:
+    """A few numbers from every generator this process has, dropout included."""
+    import numpy
+
+    result = {
+        "python": [random.random() for _ in range(3)],
+        "numpy": numpy.random.rand(3).tolist(),
+        "torch": torch.rand(3).tolist(),
+        "dropout": (torch.nn.functional.dropout(torch.ones(64), p=0.5) == 0).tolist(),
+    }
+    if torch.cuda.is_available():  # every process draws on cuda:0; each has its own generators
+        result["cuda"] = torch.rand(3, device="cuda").tolist()
+    return result
+
+
+def rng(fabric: Fabric, out_dir: Path) -> dict:
+    seed = fabric.seed_everything(1234)
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # initialise CUDA, so that its generators are captured
+    # A DDP model with dropout: the weights are rank 0's everywhere, so a mask differs only by the RNG.
+    net = fabric.setup(torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.Dropout(0.5)))
+    dropped = (net(torch.ones(1, 8)) == 0).flatten().tolist()
+    loader = fabric.setup_dataloaders(DataLoader(TensorDataset(torch.arange(20)), batch_size=5, shuffle=True))
+    loader.set_epoch(1)
+    shard = [int(i) for (batch,) in loader for i in batch]
+
+    states = fabric.all_gather_object(capture_rng_state())
+    fabric.save(out_dir / "rng.ckpt", {"rng": states})
+    before = draws(fabric)
+    fabric.seed_everything(999)  # anything: the restore must undo it
+    saved = fabric.load(out_dir / "rng.ckpt")["rng"]
+    restore_rng_state(select_rng_state(saved, fabric.global_rank))
+    return {
+        "seed": seed,
+        "initial_seed": torch.initial_seed(),
+        "weights": [p.detach().flatten().tolist() for p in net.module.parameters()],
+        "dropped": dropped,
+        "sampler_seed": loader.sampler.seed,
+        "shard": shard,
+        "saved_states": len(saved),
+        "before": before,
+        "after": draws(fabric),
+    }
+
+
 def main(scenario: str, out_dir: Path) -> None:
     rank = int(os.environ["RANK"])
     with Fabric(accelerator="cpu", loggers=CSVLogger(out_dir / f"logs-{rank}")) as fabric:
         if scenario == "fail":
             fail(fabric)
+            return
+        if scenario == "reliability":  # one job for both: starting torchrun is most of a test's time
+            for name, result in (("rng", rng(fabric, out_dir)), ("evaluate", evaluate(fabric))):
+                (out_dir / f"{name}-rank{fabric.global_rank}.json").write_text(json.dumps(result))
             return
         result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "strategy": fabric.flags.strategy}
         result.update(collectives(fabric), **train(fabric, out_dir))

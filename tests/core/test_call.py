@@ -1,8 +1,10 @@
 """The contract of ``Fabric.call``: order, filtering, errors, caching and rebinding."""
 
 import functools
+import gc
 import types
 import warnings
+import weakref
 from unittest import mock
 
 import pytest
@@ -490,6 +492,29 @@ def test_patching_the_class_takes_effect(fabric):
     assert fabric.call("on_x", a=1, b=2) == [1]
 
 
+def test_adding_a_hook_to_the_class_after_the_first_call(fabric):
+    """A hook added to a callback's class (or a base class) after a call that skipped it is called next time."""
+
+    class Base:
+        pass
+
+    class Cb(Base):
+        pass
+
+    class Slotted:
+        __slots__ = ()
+
+    fabric.callbacks += [Cb(), Slotted()]
+    assert fabric.call("on_x", a=1) == []
+    Base.on_x = lambda self, a: ("base", a)
+    assert fabric.call("on_x", a=1) == [("base", 1)]
+    Cb.on_x = lambda self, a: ("class", a)
+    Slotted.on_x = lambda self: "slotted"
+    assert fabric.call("on_x", a=2) == [("class", 2), "slotted"]
+    del Cb.on_x, Base.on_x, Slotted.on_x
+    assert fabric.call("on_x", a=3) == []
+
+
 def test_signature_analysis_is_cached(fabric):
     """Signatures are inspected once per function, not on every call."""
 
@@ -593,6 +618,61 @@ def test_rank_zero_only_callback_is_skipped_on_other_ranks():
     callbacks = [RankZeroOnly(), types.SimpleNamespace(on_x=lambda: "everywhere")]
     assert dispatcher.dispatch(callbacks, "on_x", (), {}) == ["everywhere"]
     assert dispatcher.plans["on_x"](callbacks, (), {}) == ["everywhere"]
+
+
+def dispatch_like_fabric(dispatcher, callbacks: list, hook: str, **kwargs) -> list:
+    """What ``Fabric.call`` does: the cached plan first, the dispatcher when the plan is stale."""
+    from trainwright._dispatch import _STALE
+
+    plan = dispatcher.plans.get(hook)
+    result = _STALE if plan is None else plan(callbacks, (), kwargs)
+    return dispatcher.dispatch(callbacks, hook, (), kwargs) if result is _STALE else result
+
+
+def test_changing_rank_zero_only_after_the_first_call_takes_effect():
+    """On a rank other than zero, setting or clearing rank_zero_only after a call is honoured by the next call."""
+    from trainwright._dispatch import Dispatcher
+
+    class Switchable:
+        rank_zero_only = False
+
+        def on_x(self):
+            return "switchable"
+
+    dispatcher = Dispatcher(is_global_zero=False)
+    cb = Switchable()
+    callbacks = [cb, types.SimpleNamespace(on_x=lambda: "everywhere")]
+    for _ in range(2):  # the second round runs the cached plans
+        cb.rank_zero_only = False
+        assert dispatch_like_fabric(dispatcher, callbacks, "on_x") == ["switchable", "everywhere"]
+        cb.rank_zero_only = True
+        assert dispatch_like_fabric(dispatcher, callbacks, "on_x") == ["everywhere"]
+    del cb.rank_zero_only
+    Switchable.rank_zero_only = True  # on the class, too
+    assert dispatch_like_fabric(dispatcher, callbacks, "on_x") == ["everywhere"]
+
+
+def test_hooks_rebuilt_on_every_lookup_are_not_all_kept_alive(fabric):
+    """A hook that is a new function at every lookup is not cached forever: most of them are freed."""
+    made = []
+
+    class Volatile:
+        @property
+        def on_x(self):
+            def hook(a):
+                return a
+
+            made.append(weakref.ref(hook))
+            return hook
+
+    fabric.callbacks.append(Volatile())
+    calls = 2000
+    for i in range(calls):
+        assert fabric.call("on_x", a=i) == [i]
+    gc.collect()
+    alive = sum(ref() is not None for ref in made)
+    assert len(made) >= calls
+    assert alive <= calls // 4, f"{alive} of {len(made)} hooks are still alive"
 
 
 def test_property_hook_is_looked_up_on_every_call(fabric):

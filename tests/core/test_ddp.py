@@ -192,6 +192,49 @@ def test_custom_sampler_is_wrapped_and_explicit_batch_sampler_is_read():
     assert [x.tolist() for (x,) in sharded] == [[4, 2, 0]]
 
 
+def dealt(loader: DataLoader) -> list[int]:
+    return [int(x) for (batch,) in loader for x in batch]
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 10])
+@pytest.mark.parametrize("replicas", [1, 2, 3, 4])
+@pytest.mark.parametrize("sampling", ["in order", "shuffled", "custom"])
+def test_evaluation_shards_hold_every_sample_exactly_once(size, replicas, sampling):
+    """Unpadded shards together hold every index exactly once, and differ in length by at most one."""
+
+    def loader() -> DataLoader:
+        if sampling == "custom":
+            return DataLoader(dataset(size), batch_size=3, sampler=Reversed(size))
+        return DataLoader(dataset(size), batch_size=3, shuffle=sampling == "shuffled")
+
+    sharded = [shard_dataloader(loader(), replicas, rank, seed=5, pad=False) for rank in range(replicas)]
+    shards = [dealt(s) for s in sharded]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(s.sampler) for s in sharded] == list(map(len, shards))
+    assert [len(s) for s in sharded] == [-(-len(shard) // 3) for shard in shards]
+
+
+def test_shuffled_evaluation_shards_follow_the_seed_and_the_epoch():
+    """A shuffled evaluation loader deals DistributedSampler's order for (seed, epoch), unpadded, on every rank."""
+    for epoch in (0, 3):
+        shards = []
+        for rank in (0, 1):
+            sharded = shard_dataloader(DataLoader(dataset(7), shuffle=True), 2, rank, seed=5, pad=False)
+            sharded.sampler.set_epoch(epoch)
+            shards.append(dealt(sharded))
+        order = torch.randperm(7, generator=torch.Generator().manual_seed(5 + epoch)).tolist()
+        assert shards == [order[0::2], order[1::2]]
+
+
+def test_training_shards_pad_and_evaluation_shards_do_not():
+    """With 7 samples on 2 processes, training deals 8 (one twice), evaluation deals 7."""
+    for pad, total in ((True, 8), (False, 7)):
+        shards = [dealt(shard_dataloader(DataLoader(dataset(7)), 2, rank, seed=0, pad=pad)) for rank in (0, 1)]
+        assert sum(map(len, shards)) == total
+        assert set(shards[0] + shards[1]) == set(range(7))
+
+
 def test_loaders_that_shard_themselves_are_left_alone():
     class Stream(IterableDataset):
         def __iter__(self):
@@ -340,6 +383,62 @@ def test_only_rank_zero_logs_saves_and_prints(trained):
     assert set(checkpoint["model"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert "printed by rank 0" in result.stdout
     assert "printed by rank 1" not in result.stdout
+
+
+@pytest.fixture(scope="module")
+def reliability(tmp_path_factory):
+    """Run the ``reliability`` scenario once in two processes; return a function reading a check's per-rank results."""
+    out_dir = tmp_path_factory.mktemp("reliability")
+    result = torchrun("reliability", out_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return lambda check: [json.loads((out_dir / f"{check}-rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_each_rank_has_its_own_random_streams_and_restores_its_own(reliability):
+    """Under 2 gloo processes: distinct seeds and dropout masks, one shuffle, and an exact per-rank RNG restore."""
+    ranks = reliability("rng")
+    first, second = ranks
+    assert (first["seed"], first["initial_seed"]) == (1234, 1234)  # rank 0: exactly a plain seed_everything(1234)
+    assert second["seed"] == second["initial_seed"] != 1234
+    assert first["weights"] == second["weights"]  # DDP gave both rank 0's initial weights
+    assert first["dropped"] != second["dropped"]
+    for rank in ranks:
+        assert 16 < sum(rank["dropped"]) < 48  # dropout with p=0.5 of 64 units really dropped some
+    # The shuffle is a function of the seed and the epoch alone: DistributedSampler's, for rank 0's seed.
+    assert first["sampler_seed"] == second["sampler_seed"] == 1234
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(1234 + 1)).tolist()
+    assert (first["shard"], second["shard"]) == (order[0::2], order[1::2])
+    # Every rank's state went into the one checkpoint, and each rank drew its own numbers again.
+    for rank in ranks:
+        assert rank["saved_states"] == 2
+        assert rank["after"] == rank["before"]
+    for generator in first["before"]:
+        assert first["before"][generator] != second["before"][generator], generator
+    assert ("cuda" in first["before"]) == torch.cuda.is_available()
+
+
+@pytest.mark.slow
+def test_evaluation_loaders_give_the_exact_mean_on_two_processes(reliability):
+    """9 samples on 2 processes (5 + 4, 3 and 2 batches): each is seen once; all-reduced sums give the exact mean."""
+    ranks = reliability("evaluate")
+    first, second = ranks
+    assert sorted(first["seen"] + second["seen"]) == list(range(ddp_worker.EVAL_SIZE))
+    assert (len(first["seen"]), len(second["seen"])) == (5, 4)
+    assert (first["batches"], second["batches"]) == (3, 2)
+    # The reference: the same model (equal on both ranks) over the whole set in one process.
+    net = ddp_worker.eval_model()
+    net.load_state_dict({k: torch.tensor(v) for k, v in first["state"].items()})
+    assert first["state"] == second["state"]
+    net.eval()
+    with torch.no_grad():
+        x, y, _ = ddp_worker.eval_data().tensors
+        expected = torch.nn.functional.mse_loss(net(x), y).item()
+    for rank in ranks:
+        assert rank["count"] == ddp_worker.EVAL_SIZE
+        assert rank["mean_index"] == (ddp_worker.EVAL_SIZE - 1) / 2
+        assert rank["mean_loss"] == pytest.approx(expected, rel=1e-6)
+        assert rank["padded_count"] == ddp_worker.EVAL_SIZE + 1  # what a training loader would have counted
 
 
 def test_a_failing_rank_ends_the_job_quickly_and_non_zero(tmp_path):

@@ -11,7 +11,7 @@ from trainwright._dispatch import HookSignatureError, UnusedHook
 from trainwright.config import ConfigError
 from trainwright.fabric import Fabric
 from trainwright.loggers import CSVLogger, Logger, TensorBoardLogger
-from trainwright.seed import capture_rng_state, restore_rng_state, seed_everything
+from trainwright.seed import capture_rng_state, restore_rng_state, seed_everything, select_rng_state
 
 __all__ = [
     "CSVLogger",
@@ -25,4 +25,5 @@ __all__ = [
     "capture_rng_state",
     "restore_rng_state",
     "seed_everything",
+    "select_rng_state",
 ]

@@ -5,8 +5,9 @@ callbacks and one set of keyword names, which calls every callback's hook with e
 arguments its signature accepts. A cached call then costs about what writing the calls out by
 hand costs (the same trick ``dataclasses`` and ``attrs`` use for ``__init__``). Signatures are
 analysed once per function. On every call the plan first checks that the callbacks, the keyword
-names and the hooks themselves are still the ones it was compiled for, and reports itself stale
-otherwise, so appending a callback or rebinding a hook on an instance takes effect at once.
+names and the hooks themselves (present or absent) are still the ones it was compiled for, and
+reports itself stale otherwise, so appending a callback, rebinding a hook on an instance or
+adding one to a class takes effect at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ _KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 _VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
 _VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
 _MAX_CACHED_PLANS = 256
+# Functions whose signatures are kept. A hook that is a new function at every lookup (a
+# property returning a closure) would otherwise add one entry, and keep one function alive,
+# per call.
+_MAX_CACHED_SIGNATURES = 256
 
 Plan = Callable[[list, tuple, dict], Any]
 
@@ -224,6 +229,8 @@ class Dispatcher:
         target = hook.__func__ if bound else hook
         cached = self._signatures.get((id(target), bound))
         if cached is None:
+            if len(self._signatures) >= _MAX_CACHED_SIGNATURES:
+                self._signatures.clear()  # plans compiled so far keep what they selected
             # The target is stored alongside so that its id cannot be reused while cached.
             cached = self._signatures[(id(target), bound)] = (target, _analyse(hook))
         return cached[1]
@@ -232,19 +239,31 @@ class Dispatcher:
         """Generate a plan's source for this exact situation and compile it.
 
         The plan's checks, cheapest first: the callbacks are the same objects, the keyword
-        names and positional count are the same, and each hook is still the one compiled in
-        (neither rebound on the instance nor replaced on the class). Only then does it call.
-        A ``volatile`` plan calls the hooks found now without looking them up again.
+        names and positional count are the same, each hook is still the one compiled in
+        (neither rebound on the instance nor replaced on the class), a hook that was missing
+        is still missing, and, on ranks other than zero, each callback's ``rank_zero_only``
+        is what it was. Only then does it call. A ``volatile`` plan calls the hooks found now
+        without looking them up again.
         """
-        env: dict[str, object] = {"_STALE": _STALE, "_MISSING": _MISSING, "_same_hook": _same_hook}
+        env: dict[str, object] = {
+            "_STALE": _STALE,
+            "_MISSING": _MISSING,
+            "_same_hook": _same_hook,
+            "_hasattr": hasattr,
+            "_getattr": getattr,
+        }
         unpack = [f"_x{j}" for j in range(len(callbacks))]
         guards = [f"_x{j} is not _c{j}" for j in range(len(callbacks))]
         guards += ["_args" if nargs == 0 else f"len(_args) != {nargs}", f"len(_kw) != {len(names)}"]
         fetches, calls, owners = [], [], []
         for j, callback in enumerate(callbacks):
             env[f"_c{j}"] = callback
-            if not self.is_global_zero and getattr(callback, "rank_zero_only", False):
-                continue
+            if not self.is_global_zero:
+                # Rank zero runs every callback; elsewhere a change of the flag makes the plan stale.
+                skipped = bool(getattr(callback, "rank_zero_only", False))
+                guards.append(f"{'not ' if skipped else ''}_getattr(_c{j}, 'rank_zero_only', False)")
+                if skipped:
+                    continue
             target = self._classify(callback, j, hook, env, guards, fetches, volatile)
             if target is None:
                 continue
@@ -271,8 +290,10 @@ class Dispatcher:
             lines.append("        if _cbs: return _STALE")
         lines += [f"        _v{i} = _kw[{n!r}]" for i, n in enumerate(names)]
         lines += ["    except (ValueError, KeyError):", "        return _STALE"]
-        lines += [f"    {fetch}" for fetch in fetches]
-        lines += [f"    if {' or '.join(guards)}:", "        return _STALE"]
+        # An AttributeError in a check means a hook was deleted (from the class, say): stale.
+        lines += ["    try:"] + [f"        {fetch}" for fetch in fetches]
+        lines += [f"        if {' or '.join(guards)}:", "            return _STALE"]
+        lines += ["    except AttributeError:", "        return _STALE"]
         if calls:
             lines += ["    _i = 0", "    try:"]
             for i, call in enumerate(calls):
@@ -306,8 +327,9 @@ class Dispatcher:
             # whole ``__dict__`` is not a supported way to rebind a hook.
             env[f"_d{j}"] = instance_dict
         if value is _MISSING:
-            if plain and instance_dict is not None:
-                guards.append(f"{hook!r} in _d{j}")
+            # Looked up as an attribute of the callback, so that a hook added later to the
+            # instance, to its class or to a base class is noticed.
+            guards.append(f"_hasattr(_c{j}, {hook!r})")
             return None
         if not callable(value):
             warnings.warn(f"{_owner(callback)}.{hook} is not callable; fabric.call skips it", UserWarning, stacklevel=5)

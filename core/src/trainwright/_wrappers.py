@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from trainwright._collections import move_to_device
+from trainwright._skipping import iterate_from
 
 if TYPE_CHECKING:
     from trainwright.precision import Precision
@@ -148,6 +149,7 @@ class FabricDataLoader:
     def __init__(self, dataloader: torch.utils.data.DataLoader, device: torch.device | None) -> None:
         self._dataloader = dataloader
         self._device = device
+        self._skip = 0
 
     @property
     def dataloader(self) -> torch.utils.data.DataLoader:
@@ -171,10 +173,34 @@ class FabricDataLoader:
             if callable(set_epoch):
                 set_epoch(epoch)
 
+    def skip_batches(self, count: int) -> None:
+        """Start the next iteration at batch ``count``, without reading the batches before it.
+
+        For a mid-epoch resume: call ``set_epoch(epoch)`` and ``skip_batches(batches_done)``,
+        then iterate; the loader yields what a full epoch would have yielded from batch
+        ``count`` on. The skipped batches are dropped in the sampler, as indices, so the
+        dataset never loads them and nothing is copied to the device. Only the next
+        iteration is affected; the ones after it are whole epochs again, and ``len`` stays the
+        length of a whole epoch. A ``count`` at or past the end yields nothing.
+
+        An iterable-style dataset has no indices to skip, and a ``DataLoader`` subclass cannot
+        be rebuilt around a shortened sampler: those read the skipped batches and drop them
+        (without moving them to the device). The first iteration after the call starts fresh
+        workers for that epoch, even with ``persistent_workers``.
+
+        Raises:
+            ValueError: ``count`` is not an integer of at least 0.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"skip_batches(): count={count!r} is not an integer of at least 0")
+        self._skip = count
+
     def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        batches = iterate_from(self._dataloader, skip) if skip else iter(self._dataloader)
         if self._device is None:
-            return iter(self._dataloader)
-        return (move_to_device(batch, self._device) for batch in self._dataloader)
+            return batches
+        return (move_to_device(batch, self._device) for batch in batches)
 
     def __getattr__(self, name: str) -> Any:
         dataloader = self.__dict__.get("_dataloader")

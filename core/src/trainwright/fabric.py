@@ -19,6 +19,7 @@ from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, restore, to_pla
 from trainwright.flags import probe_hardware, resolve_flags
 from trainwright.loggers.base import Logger
 from trainwright.precision import PRECISION_CLASSES
+from trainwright.seed import seed_everything
 from trainwright.strategies import strategy_class
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class Fabric:
         *dataloaders: torch.utils.data.DataLoader,
         move_to_device: bool = True,
         use_distributed_sampler: bool = True,
+        evaluation: bool = False,
     ) -> Any:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
 
@@ -212,6 +214,15 @@ class Fabric:
         (see ``trainwright.strategies.shard_dataloader``); call ``loader.set_epoch(epoch)`` at the
         start of every epoch so that a shuffle changes from epoch to epoch. Pass
         ``use_distributed_sampler=False`` to keep loaders that shard themselves as they are.
+
+        Training shards are padded to equal length by repeating samples, so that every process
+        runs the same number of steps. Pass ``evaluation=True`` for validation and test loaders:
+        every sample is then read exactly once, and shards may differ by one sample (and so by
+        one batch). That is safe only for a loop that runs no collective per batch: sum and
+        count on each process and all-reduce once after the loop, with the forward pass under
+        ``torch.no_grad()`` (then DDP's forward communicates at most once, on every rank's first
+        batch, so every rank needs a batch: at least ``world_size`` samples, and no ``drop_last``
+        that would leave a rank with none).
 
         Returns:
             One loader for one argument, else a tuple in the same order.
@@ -230,7 +241,7 @@ class Fabric:
                     f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
                 )
             if use_distributed_sampler:
-                loader = self._strategy.process_dataloader(loader)
+                loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
             wrapped.append(FabricDataLoader(loader, device))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
@@ -327,6 +338,32 @@ class Fabric:
         if isinstance(data, (int, float)):
             data = torch.tensor(data, device=self.device)
         return apply_to_tensors(data, self._strategy.all_gather)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Gather any picklable object from every process: a list of ``world_size`` entries, by global rank.
+
+        For what a checkpoint needs of every rank, such as each rank's random state:
+        ``fabric.all_gather_object(capture_rng_state())``. Every process must call it.
+        """
+        return self._strategy.all_gather_object(obj)
+
+    def seed_everything(self, seed: int) -> int:
+        """Seed every random generator of this process, distinctly on each rank.
+
+        ``trainwright.seed_everything(seed, rank=global_rank)``: rank 0 is seeded with ``seed``
+        itself, exactly as a single-process run is, and every other rank with a number derived
+        from ``(seed, rank)``, so that dropout and augmentations differ across processes. The
+        data order stays a function of the seed and the epoch (every shard is shuffled with
+        rank 0's seed). Model weights built after this differ across ranks until the strategy
+        makes them equal (DDP broadcasts rank 0's in ``setup``).
+
+        Returns:
+            The seed this process's generators got.
+
+        Raises:
+            ValueError: ``seed`` is not an integer in ``[0, 2**32 - 1]``.
+        """
+        return seed_everything(seed, rank=self.global_rank)
 
     # -- callbacks ---------------------------------------------------------------------------
 

@@ -76,8 +76,14 @@ class Strategy:
     def setup_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         return optimizer
 
-    def process_dataloader(self, dataloader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-        """Adapt a data loader to this strategy (e.g. give each process its own shard)."""
+    def process_dataloader(
+        self, dataloader: torch.utils.data.DataLoader, evaluation: bool = False
+    ) -> torch.utils.data.DataLoader:
+        """Adapt a data loader to this strategy (e.g. give each process its own shard).
+
+        With ``evaluation``, every sample must be read exactly once across the processes, even
+        if their shards then differ in length.
+        """
         return dataloader
 
     def backward(self, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> None:
@@ -121,6 +127,10 @@ class Strategy:
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Stack every process's ``tensor`` along a new first dimension of size ``world_size``."""
         return tensor.unsqueeze(0)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Return every process's ``obj`` (picklable), as a list indexed by global rank."""
+        return [obj]
 
     def save_checkpoint(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
         """Write ``checkpoint`` from global rank zero only; the other ranks wait for it."""

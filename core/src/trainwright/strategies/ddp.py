@@ -141,10 +141,13 @@ class DDPStrategy(Strategy):
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
 
-    def process_dataloader(self, dataloader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-        # Every process must shuffle alike: they all take rank zero's seed.
+    def process_dataloader(
+        self, dataloader: torch.utils.data.DataLoader, evaluation: bool = False
+    ) -> torch.utils.data.DataLoader:
+        # Every process must shuffle alike: they all take rank zero's seed. Training shards are
+        # padded to equal length; evaluation shards are not, so that no sample counts twice.
         seed = self.broadcast(torch.initial_seed() % 2**32)
-        return shard_dataloader(dataloader, self.world_size, self.global_rank, seed)
+        return shard_dataloader(dataloader, self.world_size, self.global_rank, seed, pad=not evaluation)
 
     def no_backward_sync(self, module: torch.nn.Module) -> AbstractContextManager:
         no_sync = getattr(module, "no_sync", None)
@@ -171,6 +174,11 @@ class DDPStrategy(Strategy):
         gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
         dist.all_gather(gathered, tensor)
         return torch.stack(gathered)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
 
     def teardown(self) -> None:
         """Destroy the process group this strategy created (not one it found)."""
