@@ -1,48 +1,138 @@
-"""Resuming from a checkpoint: what it holds beyond the trainer's counters, and what a resume reports.
+"""Resuming from a checkpoint: callback state, which changed settings apply, and what a resume reports.
 
 ``Trainer.save_checkpoint`` and ``Trainer.load_checkpoint`` use these. ``Fabric`` does the file
 work: atomic writes, loading with ``weights_only=True``, and format versions.
+
+On resume, the checkpoint brings back the *state* (weights, optimizer moments, the schedule's
+position, counters, random state, callbacks) and this run's config brings the *settings*. A
+changed setting applies from the resumed step on, and the resume says so, except where it
+cannot: a different model shape, or a different batch layout in the middle of an epoch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainwright import Fabric
+import torch
+from trainwright import Fabric, capture_rng_state, select_rng_state
 from trainwright.config import ConfigError
 
-from .config import changed_settings
+from .config import plain_config
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+# Settings that decide which samples make up each batch of an epoch. A checkpoint taken in the
+# middle of an epoch resumes at a batch index, which means something else once these change.
+BATCH_LAYOUT = ("seed", "batch_size", "grad_accum_steps", "limit_train_batches", "data.")
+
+
+def state_key(callback: object) -> str:
+    """The name of a callback's state in a checkpoint: its ``state_key``, or else its class name."""
+    return getattr(callback, "state_key", None) or type(callback).__name__
 
 
 def stateful_callbacks(callbacks: Iterable[object]) -> dict[str, object]:
-    """The callbacks with ``state_dict`` and ``load_state_dict``, keyed by class name.
+    """The callbacks with ``state_dict`` and ``load_state_dict``, keyed by their ``state_key``.
 
-    A class that repeats is numbered. The key is not the module path, so that moving a
-    callback's file does not orphan its state.
+    The key does not depend on the callbacks' order or module path, so reordering them or moving
+    a file never hands one callback another's state.
+
+    Raises:
+        ConfigError: two stateful callbacks have the same key; give one a distinct ``state_key``.
     """
     stateful: dict[str, object] = {}
     for callback in callbacks:
         if hasattr(callback, "state_dict") and hasattr(callback, "load_state_dict"):
-            name = key = type(callback).__name__
-            while key in stateful:
-                key = f"{name}-{len(stateful)}"
+            key = state_key(callback)
+            if key in stateful:
+                raise ConfigError(
+                    f"two callbacks keep their checkpoint state under {key!r}; give one of them a distinct "
+                    "state_key attribute (say, its class name and the setting that tells them apart)"
+                )
             stateful[key] = callback
     return stateful
 
 
-def load_for_resume(fabric: Fabric, path: Path, state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Load ``path`` into ``state`` and the stateful callbacks; return the checkpoint's other entries.
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """The objects a checkpoint restores in place; ``Fabric`` stores each as its state dict."""
+    return {
+        "model": trainer.model,
+        "optimizer": trainer.optimizer,
+        "scheduler": trainer.scheduler if trainer.scheduler is not None else {},
+        "trainer": {"epoch": trainer.epoch, "batch_idx": trainer.batch_idx, "global_step": trainer.global_step},
+    }
 
-    Prints where the run resumes, which callbacks start afresh (the checkpoint has no state
-    for them), and which settings differ from ``config``, the plain form of this run's config.
+
+def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
+    """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state, the config."""
+    return {
+        **trainer_state(trainer),
+        "callbacks": stateful_callbacks(trainer.fabric.callbacks),
+        "rng": trainer.fabric.all_gather_object(capture_rng_state()),  # every process's own
+        "config": plain_config(trainer.config),
+    }
+
+
+def resume_from(trainer: Trainer, path: Path) -> dict[str, Any]:
+    """Restore ``trainer`` from the checkpoint at ``path``; return what the file held beyond the trainer's entries.
 
     Raises:
-        ConfigError: nothing is at ``path``, or it is not a checkpoint this trainer can resume
-            (unreadable, refused as unsafe, another format version, or another model's).
+        ConfigError: see ``load_for_resume``.
+    """
+    fabric, state = trainer.fabric, trainer_state(trainer)
+    extra = load_for_resume(fabric, path, state, plain_config(trainer.config))
+    position = state["trainer"]
+    trainer.epoch, trainer.batch_idx, trainer.global_step = (
+        position["epoch"],
+        position["batch_idx"],
+        position["global_step"],
+    )
+    # This process's random state, put back in the epoch where it was captured. A process that
+    # the checkpoint did not have (a larger job now) keeps its own seeding.
+    trainer._rng_to_restore = select_rng_state(extra.pop("rng"), fabric.global_rank)
+    if fabric.is_global_zero:
+        for logger in fabric.loggers:  # once nothing can fail: forget what was logged after the checkpoint
+            logger.rewind(trainer.global_step)
+    return extra
+
+
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(name, old, new)`` for each setting of ``new`` that differs from ``old``, except ``resume``."""
+    changes = []
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            changes += changed_settings(before, value, f"{prefix}{key}.")
+        elif f"{prefix}{key}" != "resume" and before != value:
+            changes.append((f"{prefix}{key}", before, value))
+    return changes
+
+
+def load_for_resume(
+    fabric: Fabric,
+    path: Path,
+    state: dict[str, Any],
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """Load ``path`` into ``state`` and the stateful callbacks; return the checkpoint's other entries.
+
+    ``config`` is the plain form of this run's config. The optimizer's settings (learning rate,
+    weight decay, ...) and the schedule's base rates are this run's, not the checkpoint's; its
+    moments and the schedule's position come from the checkpoint. Prints where the run
+    resumes, which callbacks start afresh, and which settings changed and now apply.
+
+    Raises:
+        ConfigError: nothing is at ``path``; it is not a checkpoint this trainer can resume
+            (unreadable, refused as unsafe, another format version, another model's); or a
+            setting changed that a resume cannot follow.
     """
     callbacks = stateful_callbacks(fabric.callbacks)
+    optimizer, scheduler = state["optimizer"], state["scheduler"]
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    base_rates = list(getattr(scheduler, "base_lrs", []))
     try:
         extra = fabric.load(path, state)
         saved = extra.pop("callbacks", {})
@@ -54,14 +144,65 @@ def load_for_resume(fabric: Fabric, path: Path, state: dict[str, Any], config: d
     except FileNotFoundError:
         raise ConfigError(f"cannot resume: there is no checkpoint at {str(path)!r}") from None
     except (ValueError, KeyError, RuntimeError) as error:
-        reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        reason = " ".join(line.strip() for line in str(reason).splitlines()[:2])  # one line
-        raise ConfigError(f"cannot resume from {str(path)!r}: {reason}") from None
+        raise ConfigError(f"cannot resume from {str(path)!r}: {_why(fabric, path, config, error)}") from None
     at = state["trainer"]
+    changes = changed_settings(extra.pop("config", None) or {}, config)
+    layout = [name for name, _, _ in changes if name.startswith(BATCH_LAYOUT)]
+    if layout and at["batch_idx"] > 0:
+        raise ConfigError(
+            f"cannot resume from {str(path)!r}: it was saved in the middle of epoch {at['epoch']} (after batch "
+            f"{at['batch_idx']}), and {', '.join(layout)} changed since, so the rest of the epoch's batches would "
+            "not be the ones it left; resume with the old values, or from a checkpoint at an epoch's end"
+        )
+    _apply_settings(optimizer, scheduler, settings, base_rates)
     fabric.print(f"resuming from {path} at epoch {at['epoch']}, batch {at['batch_idx']} (step {at['global_step']})")
     for key in sorted(callbacks.keys() - saved.keys()):
         fabric.print(f"  {key} has no state in the checkpoint and starts afresh")
-    changed = changed_settings(extra.pop("config", None) or {}, config)
-    if changed:
-        fabric.print("  settings changed since the checkpoint: " + ", ".join(changed))
+    if changes:
+        changed = ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changes)
+        fabric.print(f"  settings changed since the checkpoint, which apply from here: {changed}")
     return extra
+
+
+def _apply_settings(
+    optimizer: torch.optim.Optimizer, scheduler: Any, settings: list[dict[str, Any]], base_rates: list[float]
+) -> None:
+    """Give the optimizer this run's settings back after loading, keeping the checkpoint's position in the schedule.
+
+    Raises:
+        ConfigError: the learning rate changed, and the schedule is not one whose rate is a
+            function of its step (a ``LambdaLR``), so the new rate cannot be placed on it.
+    """
+    for group, own in zip(optimizer.param_groups, settings, strict=True):
+        group.update({key: value for key, value in own.items() if key not in ("lr", "initial_lr")})
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        scheduler.base_lrs = base_rates
+        step = scheduler.last_epoch
+        for group, base, factor in zip(optimizer.param_groups, base_rates, scheduler.lr_lambdas, strict=True):
+            group["initial_lr"], group["lr"] = base, base * factor(step)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    elif not base_rates:  # no schedule: the rate is the setting itself
+        for group, own in zip(optimizer.param_groups, settings, strict=True):
+            group["lr"] = own["lr"]
+    elif base_rates != list(scheduler.base_lrs):
+        raise ConfigError(
+            f"the learning rate changed since the checkpoint, but its {type(scheduler).__name__} schedule keeps the "
+            "rates it was saved with; resume with the old rate, or use a schedule that is a LambdaLR of the step"
+        )
+
+
+def _why(fabric: Fabric, path: Path, config: dict[str, Any], error: BaseException) -> str:
+    """One line on why a checkpoint did not load, naming the settings behind a shape mismatch."""
+    reason = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    reason = " ".join(line.strip() for line in str(reason).splitlines()[:2])
+    if "size mismatch" in reason or "parameter group" in reason:
+        try:
+            old = fabric.load(path).get("config") or {}
+        except (ValueError, KeyError, RuntimeError):
+            return reason
+        shape = [f"{name} {a!r} -> {b!r}" for name, a, b in changed_settings(old, config) if name.startswith("model.")]
+        if shape:
+            return f"the model changed since the checkpoint ({', '.join(shape)}), and its weights do not fit: {reason}"
+        if "parameter group" in reason:
+            return f"{reason} (the task now builds its optimizer with other parameter groups)"
+    return reason

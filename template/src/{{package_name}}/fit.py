@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trainwright import CSVLogger, Logger, TensorBoardLogger, seed_everything
+from trainwright import CSVLogger, Logger, TensorBoardLogger
 from trainwright.config import ConfigError
 
 from .callbacks import build_callbacks
@@ -22,13 +22,15 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
         ConfigError: the device flags do not fit this machine or launch (say, ``devices=2``
             without torchrun), or ``config.resume`` names no checkpoint this run can resume.
     """
-    seed_everything(config.seed)
     callbacks, loggers = [*build_callbacks(config), *callbacks], build_loggers(config)
     try:
         # First, because under torchrun this joins the other processes.
         trainer = Trainer(config, Task(config), callbacks=callbacks, loggers=loggers)
     except ValueError as error:  # Fabric names the device flag that is wrong
         raise ConfigError(str(error)) from None
+    # Each process its own random streams (dropout differs across processes); process 0's are
+    # those of a one-process run. The data order depends on the seed alone.
+    trainer.fabric.seed_everything(config.seed)
     trainer.fit()
     return trainer
 

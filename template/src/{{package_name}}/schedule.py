@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+from trainwright.config import ConfigError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -29,6 +30,25 @@ def build_scheduler(
         floor=config.min_lr / config.lr,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def schedule_length(config: Config, batches_per_epoch: int | None) -> int:
+    """How many times a run of ``config`` steps its schedule: per optimizer step, or per epoch.
+
+    ``batches_per_epoch`` is None for data without a length, whose schedule ``max_steps`` sets.
+
+    Raises:
+        ConfigError: the data has no length and ``max_steps`` is not set.
+    """
+    epochs = config.schedule_epochs or config.max_epochs
+    if config.scheduler_interval == "epoch":
+        return epochs
+    if batches_per_epoch is None:
+        if config.max_steps is None:
+            raise ConfigError("the training data has no length: set max_steps, which also sets the schedule's")
+        return config.max_steps
+    length = epochs * math.ceil(batches_per_epoch / config.grad_accum_steps)
+    return length if config.max_steps is None else min(length, config.max_steps)
 
 
 def warmup_cosine(step: int, warmup: int, length: int, floor: float) -> float:

@@ -18,33 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from trainwright import Fabric, Logger, capture_rng_state, restore_rng_state
-from trainwright.config import ConfigError
+from trainwright import Fabric, Logger, restore_rng_state
 
-from .checkpointing import load_for_resume, stateful_callbacks
-from .config import Config, plain_config
+from .checkpointing import checkpoint_of, resume_from, stateful_callbacks
+from .config import Config
+from .hooks import HOOKS
+from .preemption import Preempted, PreemptionHandler
+from .schedule import schedule_length
 from .task import Task
-
-# Every hook the trainer fires, with the keyword arguments it passes besides ``trainer`` and
-# ``fabric``. Callbacks are checked against this table before training starts.
-HOOKS: dict[str, tuple[str, ...]] = {
-    "on_fit_start": ("model", "optimizer"),
-    "on_train_epoch_start": ("epoch",),
-    "on_train_batch_start": ("batch", "batch_idx"),
-    "on_before_backward": ("loss",),
-    "on_after_backward": ("model",),
-    "on_before_optimizer_step": ("model", "optimizer", "global_step"),  # steps taken before this one
-    "on_train_batch_end": ("batch", "batch_idx", "loss", "outputs", "global_step"),  # loss: on the device
-    "on_log": ("metrics", "global_step"),  # the training values just read, as numbers, at each log step
-    "on_train_epoch_end": ("epoch", "global_step", "metrics"),  # metrics: this epoch's validation, or {}
-    "on_validation_epoch_start": ("epoch",),
-    "on_validation_batch_end": ("batch", "batch_idx", "outputs"),
-    "on_validation_epoch_end": ("epoch", "global_step", "metrics"),
-    "on_save_checkpoint": ("checkpoint",),  # the dict about to be written; add entries to it
-    "on_load_checkpoint": ("checkpoint",),  # what the file held beyond the trainer's own entries
-    "on_fit_end": ("global_step", "metrics"),
-    "on_exception": ("exception",),
-}
 
 _END = object()  # the end of a data loader's iterator
 
@@ -101,13 +82,17 @@ class Trainer:
         """
         fabric, config = self.fabric, self.config
         started = False
+        preemption = PreemptionHandler(config.preempt_signals)
         try:
-            # A callback that cannot take its arguments fails here, before anything is written.
+            # A callback that cannot take its arguments, or two that share a state key, fail
+            # here, before anything is written.
             fabric.check_hooks({hook: ("trainer", "fabric", *names) for hook, names in HOOKS.items()})
+            stateful_callbacks(fabric.callbacks)
             train_loader, val_loader = self._setup()
             if config.resume:
                 self.load_checkpoint(self.resume_path())
             started = True
+            self._preemption = preemption.install()  # from here on a signal stops at the next step and saves
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
             while not self._finished():
                 if not self._train_epoch(train_loader):
@@ -124,6 +109,8 @@ class Trainer:
                 if fabric.world_size > 1:
                     self._read()  # agree on a stop request made at the epoch's end (say, by early stopping)
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
+            if self._preempted():
+                raise Preempted(preemption.received, self.global_step, self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
             if started:
@@ -131,6 +118,7 @@ class Trainer:
                 self._call("on_exception", exception=exception)
             raise
         finally:
+            preemption.uninstall()
             fabric.teardown()
         for unused in fabric.unused_hooks(known=HOOKS):
             warnings.warn(str(unused), stacklevel=2)
@@ -142,29 +130,17 @@ class Trainer:
             torch.set_float32_matmul_precision(config.matmul_precision)  # "high": TF32 tensor cores for float32
         train_loader, val_loader = task.build_dataloaders()
         train_loader = fabric.setup_dataloaders(train_loader)
-        val_loader = fabric.setup_dataloaders(val_loader) if val_loader is not None else None
+        if val_loader is not None:  # every sample once on some process, so that the mean is exact
+            val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
         model = task.build_model()
         if config.compile:
             model.compile()  # in place, so the checkpoint's keys are those of the plain model
         self.model = fabric.setup(model)
         # After setup, so that the optimizer sees the parameters where they will live (fused AdamW on CUDA).
-        optimizer, self.scheduler = task.configure_optimizers(self.model, self._schedule_length(train_loader))
+        length = schedule_length(config, self._batches_per_epoch(train_loader))
+        optimizer, self.scheduler = task.configure_optimizers(self.model, length)
         self.optimizer = fabric.setup_optimizers(optimizer)
         return train_loader, val_loader
-
-    def _schedule_length(self, loader: Any) -> int:
-        """How many times the run steps its schedule: per optimizer step, or per epoch."""
-        config = self.config
-        epochs = config.schedule_epochs or config.max_epochs
-        if config.scheduler_interval == "epoch":
-            return epochs
-        batches = self._batches_per_epoch(loader)
-        if batches is None:
-            if config.max_steps is None:
-                raise ConfigError("the training data has no length: set max_steps, which also sets the schedule's")
-            return config.max_steps
-        length = epochs * math.ceil(batches / config.grad_accum_steps)
-        return length if config.max_steps is None else min(length, config.max_steps)
 
     def _batches_per_epoch(self, loader: Any) -> int | None:
         """Batches per epoch on this process after ``limit_train_batches``; None when the data has no length."""
@@ -181,12 +157,19 @@ class Trainer:
     def _finished(self) -> bool:
         max_steps = self.config.max_steps
         steps_done = max_steps is not None and self.global_step >= max_steps
-        # With several processes a stop request is agreed at the next read (see _read), so
-        # that every process leaves the loop at the same step.
         stop = self.should_stop if self.fabric.world_size == 1 else self._stop_agreed
-        return steps_done or self.epoch >= self.config.max_epochs or stop
+        return steps_done or self.epoch >= self.config.max_epochs or stop or self._preempted()
 
+    # With several processes a stop request (a callback's, or a signal's) is agreed at the next
+    # read (see _read), so that every process leaves the loop at the same step.
     _stop_agreed = False
+    _preempt_agreed = False
+    _preemption: PreemptionHandler | None = None
+
+    def _preempted(self) -> bool:
+        if self.fabric.world_size > 1:
+            return self._preempt_agreed
+        return self._preemption is not None and self._preemption.received is not None
 
     def _train_epoch(self, loader: Any) -> bool:
         """Train one epoch, or what is left of it; return whether it ran to its end."""
@@ -194,29 +177,27 @@ class Trainer:
         if self.batch_idx == 0:
             self._restore_rng()  # resumed at an epoch's start: the state was captured just before it
         loader.set_epoch(self.epoch)  # a fresh shuffle per epoch (the same one after a resume)
+        if self.batch_idx:
+            loader.skip_batches(self.batch_idx)  # resumed mid-epoch: skip what was trained, without loading it
         self.model.train()
         self._call("on_train_epoch_start", epoch=self.epoch)
-        for batch_idx, batch, is_last in self._batches(loader):
-            if batch_idx < self.batch_idx:
-                # Resumed mid-epoch: this batch was trained before the checkpoint. The random
-                # state goes back once the loader stands where it stood when it was captured.
-                if batch_idx + 1 == self.batch_idx:
-                    self._restore_rng()
-                continue
+        for batch_idx, batch, is_last in self._batches(loader, start=self.batch_idx):
             # Stop only after an optimizer step, so a checkpoint never holds half a window.
             if self._train_batch(batch, batch_idx, is_last) and self._finished():
                 return is_last
         return True
 
-    def _batches(self, loader: Any) -> Iterator[tuple[int, Any, bool]]:
-        """``(batch_idx, batch, is_last)`` for the epoch's batches, looking one batch ahead.
+    def _batches(self, loader: Any, start: int) -> Iterator[tuple[int, Any, bool]]:
+        """``(batch_idx, batch, is_last)`` for the epoch's batches from ``start``, looking one batch ahead.
 
         Looking ahead tells which batch is the epoch's last (it ends an accumulation window)
         also for data without a length.
         """
         limit = self.config.limit_train_batches
         iterator = iter(loader)
-        batch, batch_idx = next(iterator, _END), 0
+        if start:
+            self._restore_rng()  # resumed mid-epoch: after iter(), which draws from the random state
+        batch, batch_idx = next(iterator, _END), start
         while batch is not _END:
             upcoming = next(iterator, _END) if limit is None or batch_idx + 1 < limit else _END
             yield batch_idx, batch, upcoming is _END
@@ -250,6 +231,7 @@ class Trainer:
         self._loss_sum.add_(detached)  # stays on the device; a NaN here is found at the next read
         if accum > 1 and logged:  # the loss to log is the mean over the step's window
             self._window_loss = detached.float() if window == 1 else self._window_loss + detached
+        metrics = None
         if is_step:
             if self._skip_step:  # the window saw a non-finite loss: drop its gradients, take no step
                 self.optimizer.zero_grad(set_to_none=True)
@@ -257,7 +239,7 @@ class Trainer:
             else:
                 grad_norm = self._step(window)
                 if logged:
-                    self._log(outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
+                    metrics = self._log(outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
             self._window_loss = None
         self.batch_idx = batch_idx + 1
         self._call(
@@ -268,6 +250,8 @@ class Trainer:
             outputs=outputs,
             global_step=self.global_step,
         )
+        if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
+            self._call("on_log", metrics=metrics, global_step=self.global_step)
         return is_step
 
     def _step(self, window: int) -> torch.Tensor | None:
@@ -290,7 +274,7 @@ class Trainer:
             self.scheduler.step()
         return grad_norm
 
-    def _log(self, outputs: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> None:
+    def _log(self, outputs: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> dict[str, float]:
         """Read and log the training values of this step: the loss, the gradient norm and the task's extras."""
         tensors: dict[str, torch.Tensor] = {"train/loss": loss}
         numbers: dict[str, float] = {}
@@ -304,7 +288,7 @@ class Trainer:
         values = self._read(list(tensors.values()), mean=True)
         metrics = {**dict(zip(tensors, values, strict=True)), **numbers}
         self.fabric.log_dict(metrics, step=self.global_step)
-        self._call("on_log", metrics=metrics, global_step=self.global_step)
+        return metrics
 
     def _read(self, tensors: list[torch.Tensor] = (), mean: bool = False) -> list[float]:
         """Bring ``tensors`` (scalars on the device) to the host in one transfer, with the loss check.
@@ -321,14 +305,16 @@ class Trainer:
         loss_sum = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=fabric.device)
         parts = [t.detach().float().reshape(()) for t in tensors] + [loss_sum]
         if fabric.world_size > 1:
-            parts.append(torch.tensor(float(self.should_stop), device=fabric.device))
-        vector = torch.stack(parts)
+            flags = [self.should_stop, self._preemption is not None and self._preemption.received is not None]
+            parts.append(torch.tensor(flags, dtype=torch.float32, device=fabric.device))
+        vector = torch.cat([part.reshape(-1) for part in parts])
         if fabric.world_size > 1:
             vector = fabric.all_reduce(vector, op="sum")
         values = vector.tolist()  # the one host-device sync of a log step: the device catches up here
         if fabric.world_size > 1:
-            self._stop_agreed = values.pop() > 0
-            self.should_stop = self.should_stop or self._stop_agreed
+            preempt, stop = values.pop() > 0, values.pop() > 0
+            self._stop_agreed, self._preempt_agreed = self._stop_agreed or stop, self._preempt_agreed or preempt
+            self.should_stop = self.should_stop or stop
         losses, first = values.pop(), self._read_at + 1
         self._loss_sum, self._read_at = None, self.global_step
         if not math.isfinite(losses) and self.config.nonfinite_loss == "stop":
@@ -396,15 +382,6 @@ class Trainer:
         resume = self.config.resume
         return self.run_dir / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
 
-    def _state(self) -> dict[str, Any]:
-        """What a checkpoint holds; ``Fabric`` turns every object in it into its state dict."""
-        return {
-            "model": self.model,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler if self.scheduler is not None else {},
-            "trainer": {"epoch": self.epoch, "batch_idx": self.batch_idx, "global_step": self.global_step},
-        }
-
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume at the next batch to ``path``, atomically.
 
@@ -421,12 +398,7 @@ class Trainer:
             return  # already written at this very point (say, by the checkpoint callback)
         if self._loss_sum is not None:
             self._read()  # never save weights that a NaN loss has reached
-        checkpoint = {
-            **self._state(),
-            "callbacks": stateful_callbacks(self.fabric.callbacks),
-            "rng": capture_rng_state(),
-            "config": plain_config(self.config),
-        }
+        checkpoint = checkpoint_of(self)
         self._call("on_save_checkpoint", checkpoint=checkpoint)
         self.fabric.save(path, checkpoint)
         self._saved_at = position
@@ -435,21 +407,14 @@ class Trainer:
         """Restore what ``save_checkpoint`` wrote; training continues at the batch after it.
 
         Rows that the loggers wrote after the checkpoint are dropped, because the resumed run
-        writes them again. A callback missing from the checkpoint starts afresh, with a notice.
+        writes them again. Settings changed since the checkpoint apply from here, and are named.
 
         Raises:
-            ConfigError: nothing is at ``path``, or the file is not a checkpoint this trainer
-                can resume (unreadable, another format version, or another model's).
+            ConfigError: nothing is at ``path``, the file is not a checkpoint this trainer can
+                resume, or a setting changed that a resume cannot follow (see checkpointing.py).
         """
-        fabric, state = self.fabric, self._state()
-        extra = load_for_resume(fabric, Path(path), state, plain_config(self.config))
-        position = state["trainer"]
-        self.epoch, self.batch_idx, self.global_step = position["epoch"], position["batch_idx"], position["global_step"]
+        extra = resume_from(self, Path(path))
         self._read_at = self.global_step
-        self._rng_to_restore = extra.pop("rng")  # put back in _train_epoch, where it was captured
-        if fabric.is_global_zero:
-            for logger in fabric.loggers:  # once nothing can fail: forget what was logged after the checkpoint
-                logger.rewind(self.global_step)
         self._call("on_load_checkpoint", checkpoint=extra)
 
     def _restore_rng(self) -> None:
