@@ -136,6 +136,9 @@ def load_for_resume(
     try:
         extra = fabric.load(path, state)
         saved = extra.pop("callbacks", {})
+        for key, callback in callbacks.items():  # checkpoints before 0.5 keyed callbacks by class name
+            if key not in saved and type(callback).__name__ in saved:
+                saved[key] = saved.pop(type(callback).__name__)
         for key in callbacks.keys() & saved.keys():
             try:
                 callbacks[key].load_state_dict(saved[key])
