@@ -39,8 +39,8 @@ def run_metadata(fabric: Fabric, source_dir: str | os.PathLike | None = None) ->
     return {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        "torch": str(torch.__version__),  # a str subclass, which weights_only loading refuses
+        "cuda": str(torch.version.cuda) if torch.version.cuda else None,
         "trainwright": trainwright.__version__,
         "host": socket.gethostname(),
         "platform": platform.platform(),
