@@ -32,6 +32,11 @@ class BackgroundSender:
         self._thread: threading.Thread | None = None
         self._warned = False
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held during every send: hold it to call the service between two sends, never during one."""
+        return self._send_lock
+
     def put(self, item: Any) -> None:
         """Buffer ``item``; the first call starts the thread."""
         with self._items_lock:

@@ -126,7 +126,8 @@ class MLflowLogger(Logger):
             _check_name(name, "param")
         if not self._active:
             self._start()
-        known = self._client.get_run(self._run_id).data.params
+        with self._sender.lock:
+            known = self._client.get_run(self._run_id).data.params
         new, changed = [], []
         for name, value in params.items():
             text = str(value)
@@ -136,8 +137,9 @@ class MLflowLogger(Logger):
                 new.append(Param(name, text))
             elif known[name] != text:
                 changed.append(f"{name} ({known[name]} -> {text})")
-        for i in range(0, len(new), _PARAMS_PER_BATCH):
-            self._client.log_batch(self._run_id, params=new[i : i + _PARAMS_PER_BATCH], synchronous=True)
+        with self._sender.lock:
+            for i in range(0, len(new), _PARAMS_PER_BATCH):
+                self._client.log_batch(self._run_id, params=new[i : i + _PARAMS_PER_BATCH], synchronous=True)
         if changed:
             warnings.warn(
                 f"MLflowLogger: run {self._run_id} keeps its params; not recorded: {', '.join(changed)}",
@@ -150,10 +152,11 @@ class MLflowLogger(Logger):
         if not self._active:
             self._start()
         path = Path(path)
-        if path.is_dir():
-            self._client.log_artifacts(self._run_id, str(path), artifact_path=path.name)
-        else:
-            self._client.log_artifact(self._run_id, str(path))
+        with self._sender.lock:
+            if path.is_dir():
+                self._client.log_artifacts(self._run_id, str(path), artifact_path=path.name)
+            else:
+                self._client.log_artifact(self._run_id, str(path))
 
     def rewind(self, step: int) -> None:
         """Drop the metrics after ``step`` that are not sent yet; those already sent stay."""

@@ -98,14 +98,18 @@ class WandbLogger(Logger):
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Record ``params`` (flattened to dotted names) in the run's config; on resume, new
         values replace old ones."""
-        self.run.config.update(flatten_params(params), allow_val_change=True)
+        run = self.run
+        with self._sender.lock:
+            run.config.update(flatten_params(params), allow_val_change=True)
 
     def log_artifact(self, path: str | os.PathLike) -> None:
         """Save a file, or every file in a folder (which keeps its name), with the run's files."""
         path = Path(path).resolve()
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            self.run.save(glob.escape(str(file)), base_path=str(path.parent), policy="now")
+        run = self.run
+        with self._sender.lock:
+            for file in files:
+                run.save(glob.escape(str(file)), base_path=str(path.parent), policy="now")
 
     def rewind(self, step: int) -> None:
         """Drop the metrics after ``step`` that are not handed over yet; those already sent stay."""
