@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import enum
+import warnings
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,29 @@ def test_log_dict_of_numbers_or_without_loggers_reads_nothing():
         Fabric(accelerator="cpu", loggers=Recorder()).log_dict({"lr": 0.1, "epoch": 2})
         Fabric(accelerator="cpu").log_dict({"loss": torch.tensor(1.0), "acc": torch.tensor(0.5)})
     assert counter.calls == []
+
+
+@pytest.mark.cuda
+def test_log_dict_waits_for_the_gpu_once():
+    """On CUDA, log_dict of tensors of mixed dtypes synchronizes once, as CUDA's own sync debug mode counts it."""
+    fabric = Fabric(accelerator="cuda", devices=1, loggers=Recorder())
+    device = fabric.device
+    metrics = {
+        "loss": torch.tensor(1.5, device=device),
+        "acc": torch.tensor([0.5], device=device, dtype=torch.float64),
+        "count": torch.tensor(3, device=device),
+        "lr": 0.1,
+    }
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fabric.log_dict(metrics, step=0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert len([w for w in caught if "synchronizing" in str(w.message)]) == 1
+    assert fabric.logger.calls == [("log_metrics", {"loss": 1.5, "acc": 0.5, "count": 3, "lr": 0.1}, 0)]
 
 
 @pytest.mark.parametrize(
