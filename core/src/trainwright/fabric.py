@@ -435,10 +435,10 @@ class Fabric:
     def save(self, path: str | os.PathLike, state: Mapping[str, Any]) -> None:
         """Write ``state`` to ``path`` atomically, from global rank zero; the others wait.
 
-        The loggers are flushed first, so that their files hold every step the checkpoint
-        has seen. Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
+        Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
         their state dicts; everything else must be plain data. The file also records the
-        checkpoint format version and the precision's state (the gradient scale).
+        checkpoint format version and the precision's state (the gradient scale). The loggers
+        are flushed first, so that their files hold every step that the checkpoint has seen.
 
         Raises:
             TypeError: ``state`` is not a mapping, or holds something that is not plain data.
