@@ -16,6 +16,7 @@ import copier_copy
 import cuda_autocast
 import ddp_overhead
 import import_time
+import logger_overhead
 import loop_overhead
 import torch
 import trainer_overhead
@@ -57,6 +58,7 @@ def main() -> None:
         ("`fabric.call`: 3 callbacks with different signatures, 1 without the hook, 4 kwargs", call_overhead),
         ("Training step: tiny MLP, SGD, CPU, 1 thread", loop_overhead),
         ("Generated `Trainer` step: the same tiny MLP, default callbacks, CSV logger", trainer_overhead),
+        ("Loggers: the same tiny MLP through `Fabric`, logging every 10 steps", logger_overhead),
         ("DDP on the CPU: 2 processes over gloo, MLP of 0.4 M parameters, SGD, 1 thread each", ddp_overhead),
         ("bf16-mixed on one CUDA GPU: MLP of 50 M parameters, AdamW", cuda_autocast),
         ("Import time", import_time),

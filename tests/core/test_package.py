@@ -17,7 +17,10 @@ def test_version_is_exposed_and_matches_the_distribution():
     assert trainwright.__version__ == importlib.metadata.version("trainwright")
     pyproject = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())
     assert pyproject["project"]["dependencies"] == ["torch>=2.3"]
-    assert set(pyproject["project"]["optional-dependencies"]) == {"tensorboard", "dev"}
+    extras = pyproject["project"]["optional-dependencies"]
+    assert set(extras) == {"tensorboard", "mlflow", "wandb", "dev"}
+    # The dev environment runs every logger's tests with real clients.
+    assert {"tensorboard>=2.14", "wandb>=0.19", *extras["mlflow"]} <= set(extras["dev"])
 
 
 def test_public_names_exist():
@@ -45,6 +48,7 @@ print(json.dumps({
     result = json.loads(out.strip().splitlines()[-1])
     assert result["env_changed"] is False
     assert result["cuda_initialized"] is False
-    heavy = [m for m in result["new_modules"] if m.split(".")[0] in {"tensorboard", "numpy", "lightning", "matplotlib"}]
+    heavy_packages = {"tensorboard", "numpy", "lightning", "matplotlib", "mlflow", "wandb", "sqlalchemy"}
+    heavy = [m for m in result["new_modules"] if m.split(".")[0] in heavy_packages]
     assert heavy == []
     assert not any(m.startswith("torch.utils.tensorboard") for m in result["new_modules"])

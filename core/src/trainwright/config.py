@@ -4,7 +4,8 @@ Fields may be ``int``, ``float``, ``bool``, ``str``, ``pathlib.Path``, an ``Enum
 ``Literal``, an optional (``X | None``) or union of these, a ``list``/``tuple`` of them, a
 ``dict`` (from TOML only), or a nested dataclass, addressed as ``--section.field=value`` or as
 a ``[section]`` table. Flags may spell a name with dashes or underscores. Every error is a
-``ConfigError`` that names the field, the value and what was expected.
+``ConfigError`` that names the field, the value and what was expected. ``dump_toml`` writes a
+config back as TOML that ``load_config`` reads back equal, for a run directory's ``config.toml``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -363,3 +366,116 @@ def format_help(config: Any, prefix: str = "") -> str:
             f"  --{name}=<{_describe(hints[field.name], flag=True)}>  (default: {shown!r})  {help_text}".rstrip()
         )
     return "\n".join(lines)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_INT64 = 2**63
+
+
+def dump_toml(config: Any) -> str:
+    """The dataclass instance ``config`` as TOML that ``load_config(type(config), path)`` reads back
+    equal to it: a run directory's ``config.toml``, from which the run can be repeated.
+
+    Every field is written, in order; nested dataclasses become ``[section]`` tables and dicts
+    inline tables; paths are strings and enums their member names. TOML has no null, so a field
+    that is ``None`` is left out (a comment says so), and reading the file back gives it its
+    default, which must therefore be ``None`` too.
+
+    Raises:
+        TypeError: ``config`` is not a dataclass instance.
+        ValueError: a value has no TOML form that reads back equal: ``None`` in a field whose
+            default is not ``None`` or inside a list or dict, a dict key that is not a string,
+            an integer outside 64 bits, a lone surrogate in a string, or a type that
+            ``load_config`` does not read. The message names the field.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"dump_toml(): config must be a dataclass instance, got {type(config).__qualname__}")
+    lines: list[str] = []
+    _dump_table(config, [], lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _dump_table(config: Any, path: list[str], lines: list[str]) -> None:
+    sections = []
+    for field in dataclasses.fields(config):
+        if not field.init:
+            continue  # load_config cannot set it either
+        value = getattr(config, field.name)
+        where = ".".join([*path, field.name])
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            sections.append((field.name, value))
+        elif value is None:
+            default = _declared_default(field)
+            if default is not None:
+                shown = "no default" if default is dataclasses.MISSING else f"its default is {default!r}"
+                raise ValueError(
+                    f"dump_toml(): {where} is None, which TOML cannot hold, and {shown}; "
+                    "reading the file back would not give None"
+                )
+            lines.append(f"# {_toml_key(field.name)}: none (TOML has no null; reading this file gives the default)")
+        else:
+            lines.append(f"{_toml_key(field.name)} = {_toml_value(value, where)}")
+    for name, value in sections:
+        lines += ["", "[" + ".".join(_toml_key(part) for part in [*path, name]) + "]"]
+        _dump_table(value, [*path, name], lines)
+
+
+def _declared_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):  # before int: an IntEnum is an int
+        return _toml_string(value.name, where)
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise ValueError(f"dump_toml(): {where} = {value} does not fit in TOML's 64-bit integers")
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)  # TOML spells inf, -inf and nan alike
+    if isinstance(value, str):
+        return _toml_string(value, where)
+    if isinstance(value, PurePath):
+        return _toml_string(str(value), where)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(_toml_value(item, where) for item in _nonnull(value, where)) + "]"
+    if isinstance(value, Mapping):
+        items = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"dump_toml(): {where} has the key {key!r}; TOML keys are strings")
+            items.append(f"{_toml_key(key)} = {_toml_value(item, where)}")
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    raise ValueError(f"dump_toml(): {where} is a {type(value).__qualname__}, which load_config does not read")
+
+
+def _nonnull(values: Iterable[Any], where: str) -> Iterable[Any]:
+    for value in values:
+        if value is None:
+            raise ValueError(f"dump_toml(): {where} holds None, which TOML cannot hold")
+        yield value
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key, key)
+
+
+def _toml_string(text: str, where: str) -> str:
+    out = []
+    for char in text:
+        if char in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        elif "\ud800" <= char <= "\udfff":
+            raise ValueError(f"dump_toml(): {where} holds a lone surrogate ({char!r}), which TOML cannot hold")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

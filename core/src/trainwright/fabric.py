@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import inspect
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -13,11 +14,12 @@ import torch
 from trainwright import __version__
 from trainwright._collections import apply_to_tensors, move_to_device
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
+from trainwright._scalars import read_scalars
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
 from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, restore, to_plain
 from trainwright.flags import probe_hardware, resolve_flags
-from trainwright.loggers.base import Logger
+from trainwright.loggers.base import STATUSES, Logger, flatten_params
 from trainwright.precision import PRECISION_CLASSES
 from trainwright.seed import seed_everything
 from trainwright.strategies import strategy_class
@@ -419,28 +421,77 @@ class Fabric:
     def log_dict(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log several metrics at one step to every logger, from global rank zero.
 
+        Numbers pass through as they are. One-element tensors are read together, in one
+        host-device sync per device for the whole call (none when every value is a number),
+        so log on the steps you mean to write, not on every step.
+
         Raises:
-            TypeError: a value is neither a number nor a one-element tensor.
+            TypeError: a value is neither a real number nor a one-element real tensor.
         """
         if not self.loggers or not self._strategy.is_global_zero:
             return
-        plain = {}
+        plain: dict[str, Any] = {}
+        tensors: dict[str, torch.Tensor] = {}
         for name, value in metrics.items():
             if isinstance(value, torch.Tensor):
-                if value.numel() != 1:
-                    raise TypeError(
-                        f"log(): {name!r} has {value.numel()} elements; log a number or a one-element tensor"
-                    )
-                value = value.item()
-            elif not isinstance(value, (int, float)) and callable(getattr(value, "item", None)):
+                if value.numel() != 1 or value.is_complex():
+                    what = f"{value.numel()} elements" if value.numel() != 1 else "a complex value"
+                    raise TypeError(f"log(): {name!r} has {what}; log a number or a one-element real tensor")
+                tensors[name] = value
+                plain[name] = None  # filled in below, in the caller's order
+                continue
+            if not isinstance(value, (int, float)) and callable(getattr(value, "item", None)):
                 value = value.item()  # a NumPy scalar
             if not isinstance(value, (int, float)):
                 raise TypeError(
                     f"log(): {name!r} is a {type(value).__qualname__}; log a number or a one-element tensor"
                 )
             plain[name] = value
+        if tensors:
+            plain.update(read_scalars(tensors))  # the call's one sync: it waits for the device
         for logger in self.loggers:
             logger.log_metrics(plain, step)
+
+    def log_hyperparams(self, params: Any) -> None:
+        """Record the run's settings with every logger, from global rank zero.
+
+        ``params`` is a mapping or a dataclass instance (such as a resolved config). Nested
+        mappings and dataclasses are flattened to dotted names (``optim.lr``); ``bool``,
+        ``int``, ``float`` and ``str`` values pass as they are, enums as their names, and
+        anything else (paths, ``None``, lists) as its ``str``.
+
+        Raises:
+            TypeError: ``params`` is neither a mapping nor a dataclass instance.
+        """
+        flat = flatten_params(params)  # checked on every rank, so that all of them fail alike
+        if not self._strategy.is_global_zero:
+            return
+        for logger in self.loggers:
+            log_hyperparams = getattr(logger, "log_hyperparams", None)
+            if callable(log_hyperparams):
+                log_hyperparams(flat)
+
+    def log_artifact(self, path: str | os.PathLike) -> None:
+        """Hand a file or a folder (a plot, a profiler summary, a checkpoint) to every logger
+        that stores files with its run, from global rank zero.
+
+        Raises:
+            FileNotFoundError: nothing is at ``path``.
+        """
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"log_artifact(): there is no file or folder at {str(path)!r}")
+        if not self._strategy.is_global_zero:
+            return
+        for logger in self.loggers:
+            log_artifact = getattr(logger, "log_artifact", None)
+            if callable(log_artifact):
+                log_artifact(path)
+
+    def _flush_loggers(self) -> None:
+        for logger in self.loggers:
+            flush = getattr(logger, "flush", None)
+            if callable(flush):
+                flush()
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -449,7 +500,8 @@ class Fabric:
 
         Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
         their state dicts; everything else must be plain data. The file also records the
-        checkpoint format version and the precision's state (the gradient scale).
+        checkpoint format version and the precision's state (the gradient scale). The loggers
+        are flushed first, so that their files hold every step that the checkpoint has seen.
 
         Raises:
             TypeError: ``state`` is not a mapping, or holds something that is not plain data.
@@ -459,6 +511,8 @@ class Fabric:
             raise TypeError(f"save(): state must be a dict, got {type(state).__qualname__}")
         if RESERVED_KEY in state:
             raise ValueError(f"save(): the key {RESERVED_KEY!r} is reserved for trainwright's own entry")
+        if self._strategy.is_global_zero:
+            self._flush_loggers()  # a checkpoint must not count steps whose metrics are only in memory
         checkpoint = to_plain(dict(state))
         checkpoint[RESERVED_KEY] = {
             "format_version": FORMAT_VERSION,
@@ -504,21 +558,39 @@ class Fabric:
 
     # -- lifetime ----------------------------------------------------------------------------
 
-    def teardown(self) -> None:
-        """Finalize the loggers and release the strategy's resources (e.g. a process group)."""
+    def teardown(self, status: str = "success") -> None:
+        """Finalize the loggers (on global rank zero) and release the strategy's resources.
+
+        Args:
+            status: how the run ended, passed to each logger's ``finalize``: ``"success"``,
+                ``"failed"`` or ``"interrupted"`` (stopped, to be resumed). Leaving
+                ``with Fabric(...)`` passes ``"failed"`` on an exception, ``"interrupted"``
+                on ``KeyboardInterrupt``.
+
+        Raises:
+            ValueError: ``status`` is not one of those (and nothing is torn down).
+            Exception: the first error a logger's ``finalize`` raised, once every logger was
+                finalized and the strategy torn down.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"teardown(): status={status!r} is not one of {', '.join(map(repr, STATUSES))}")
         try:
-            for logger in self.loggers:
-                finalize = getattr(logger, "finalize", None)
-                if callable(finalize):
-                    finalize()
+            if self._strategy.is_global_zero:
+                _finalize_all(self.loggers, status)
         finally:
             self._strategy.teardown()
 
     def __enter__(self) -> Fabric:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.teardown()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            status = "success"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "interrupted"
+        else:
+            status = "failed"
+        self.teardown(status)
 
     def __repr__(self) -> str:
         f = self.flags
@@ -526,3 +598,29 @@ class Fabric:
             f"Fabric(accelerator={f.accelerator!r}, devices={list(f.devices)}, "
             f"strategy={f.strategy!r}, precision={f.precision!r})"
         )
+
+
+def _finalize_all(loggers: Iterable[Any], status: str) -> None:
+    """Call every logger's ``finalize``, then raise the first error any of them raised."""
+    first_error: BaseException | None = None
+    for logger in loggers:
+        finalize = getattr(logger, "finalize", None)
+        if not callable(finalize):
+            continue
+        try:
+            if _accepts_status(finalize):
+                finalize(status=status)
+            else:
+                finalize()  # a logger written for trainwright 0.4, before finalize took a status
+        except Exception as error:
+            first_error = first_error or error
+    if first_error is not None:
+        raise first_error
+
+
+def _accepts_status(finalize: Any) -> bool:
+    try:
+        parameters = inspect.signature(finalize).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "status" or p.kind is p.VAR_KEYWORD for p in parameters)

@@ -1,7 +1,9 @@
-"""Loggers: where ``Fabric.log`` sends metrics."""
+"""Loggers: where ``Fabric.log`` sends metrics. MLflow and W&B are imported on first use only."""
 
 from trainwright.loggers.base import Logger
 from trainwright.loggers.csv import CSVLogger
+from trainwright.loggers.mlflow import MLflowLogger
 from trainwright.loggers.tensorboard import TensorBoardLogger
+from trainwright.loggers.wandb import WandbLogger
 
-__all__ = ["CSVLogger", "Logger", "TensorBoardLogger"]
+__all__ = ["CSVLogger", "Logger", "MLflowLogger", "TensorBoardLogger", "WandbLogger"]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainwright.loggers.base import Logger
+from trainwright.loggers.base import Logger, flatten_params
 
 
 class TensorBoardLogger(Logger):
@@ -47,8 +47,14 @@ class TensorBoardLogger(Logger):
         self._last_step = step
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        table = "\n".join(f"| {key} | {value} |" for key, value in params.items())
-        self.writer.add_text("hyperparameters", f"| name | value |\n|---|---|\n{table}")
+        """Record ``params`` (flattened to dotted names) with TensorBoard's hparams plugin, in the
+        run's own folder, where the HPARAMS tab lists them."""
+        from torch.utils.tensorboard.summary import hparams
+
+        experiment, start, end = hparams(flatten_params(params), {})
+        file_writer = self.writer._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary)
 
     def rewind(self, step: int) -> None:
         """Have TensorBoard hide the events after ``step`` that an earlier writer left behind."""
@@ -56,7 +62,11 @@ class TensorBoardLogger(Logger):
         self._writer_kwargs["purge_step"] = step + 1
         self._last_step = step
 
-    def finalize(self) -> None:
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def finalize(self, status: str = "success") -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -1,0 +1,193 @@
+"""A Weights & Biases logger; ``wandb`` is imported when the run starts, on the first thing logged."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import secrets
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from trainwright.loggers._sender import BackgroundSender
+from trainwright.loggers.base import STATUSES, Logger, flatten_params
+
+_EXIT_CODE = {"success": 0, "failed": 1, "interrupted": 255}
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class WandbLogger(Logger):
+    """Logs params, metrics and files to a Weights & Biases run.
+
+    W&B's own settings apply: ``WANDB_MODE=offline`` writes the run to
+    ``<save_dir>/wandb/offline-run-*`` for ``wandb sync`` to upload later, and ``WANDB_PROJECT``,
+    ``WANDB_ENTITY`` and ``WANDB_API_KEY`` work as usual. Metrics are plotted against a ``step``
+    metric that holds the trainer's step, so a resumed run can log steps again.
+
+    The run starts on the first thing logged, never in ``__init__``: on the other ranks of a
+    distributed job, where ``Fabric`` logs nothing, no run is ever started (calling ``wandb``
+    directly on every rank starts one run per process). Metrics wait in memory and a background
+    thread hands them to ``wandb`` every ``flush_interval`` seconds, so ``log_metrics`` never
+    waits on it. ``finalize`` finishes the run with exit code 0 for ``"success"`` and non-zero
+    otherwise, which W&B shows as finished or failed.
+
+    A resumed run continues the same W&B run: the id is chosen here, ``state_dict()`` holds it,
+    and ``load_state_dict`` (before anything is logged) makes the run reopen it. W&B cannot
+    delete logged points, so the steps that a resumed run logs again after ``rewind`` appear
+    twice against ``step``.
+
+    Args:
+        save_dir: the folder under which W&B writes its ``wandb/`` directory.
+        project: the W&B project (``None``: ``WANDB_PROJECT``, or W&B's default).
+        name: the run's display name.
+        tags: tags for the run.
+        flush_interval: seconds between two hand-overs of the metrics to ``wandb``.
+        **init_kwargs: passed to ``wandb.init`` (``entity``, ``group``, ``mode``, ``settings``...).
+
+    Raises:
+        ImportError: the ``wandb`` package is not installed (checked without importing it).
+        ValueError: ``flush_interval`` is not positive.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        project: str | None = None,
+        name: str | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        flush_interval: float = 5.0,
+        **init_kwargs: Any,
+    ) -> None:
+        if importlib.util.find_spec("wandb") is None:
+            raise ImportError("WandbLogger needs the wandb package: pip install 'trainwright[wandb]'")
+        if not flush_interval > 0:
+            raise ValueError(f"WandbLogger: flush_interval={flush_interval!r} must be a number of seconds > 0")
+        self.save_dir = Path(save_dir)
+        self.project = project
+        self.name = name
+        self.tags = list(tags or [])
+        self._init_kwargs = init_kwargs
+        # Chosen here (W&B ids are 8 lowercase letters and digits) so that a checkpoint holds
+        # it even before the run starts; nothing is sent until the run does.
+        self._run_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+        self._run: Any = None
+        self._last_step = -1
+        self._sender = BackgroundSender(self._send_metrics, flush_interval, name="WandbLogger")
+
+    @property
+    def run_id(self) -> str:
+        """The W&B run's id."""
+        return self._run_id
+
+    @property
+    def run(self) -> Any:
+        """The ``wandb`` run, started on first use; for logging what this interface does not cover."""
+        if self._run is None:
+            self._start()
+        return self._run
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._run is None:
+            self._start()
+        step = self._last_step + 1 if step is None else step
+        self._sender.put((step, dict(metrics)))
+        self._last_step = step
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Record ``params`` (flattened to dotted names) in the run's config; on resume, new
+        values replace old ones."""
+        run = self.run
+        with self._sender.lock:
+            run.config.update(flatten_params(params), allow_val_change=True)
+
+    def log_artifact(self, path: str | os.PathLike) -> None:
+        """Save a file, or every file in a folder (which keeps its name), with the run's files."""
+        path = Path(path).resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        run = self.run
+        with self._sender.lock:
+            for file in files:
+                run.save(glob.escape(str(file)), base_path=str(path.parent), policy="now")
+
+    def rewind(self, step: int) -> None:
+        """Drop the metrics after ``step`` that are not handed over yet; those already sent stay."""
+        self._sender.drop(lambda item: item[0] <= step)
+        self._last_step = step
+
+    def flush(self) -> None:
+        """Hand every metric logged so far to ``wandb``."""
+        self._sender.flush()
+
+    def finalize(self, status: str = "success") -> None:
+        """Hand over the rest and finish the run: exit code 0 for ``"success"``, 1 for
+        ``"failed"``, 255 for ``"interrupted"`` (W&B shows both as failed until a resume
+        finishes the run).
+
+        Raises:
+            ValueError: ``status`` is unknown.
+        """
+        if status not in STATUSES:
+            allowed = ", ".join(map(repr, STATUSES))
+            raise ValueError(f"WandbLogger.finalize(): status={status!r} is not one of {allowed}")
+        if self._run is None:
+            return
+        try:
+            self._sender.close()
+        finally:
+            run, self._run = self._run, None
+            run.finish(exit_code=_EXIT_CODE[status])
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"run_id": ...}``: the id the run has, or will have when it starts."""
+        return {"run_id": self._run_id}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Make the run continue the W&B run whose id ``state`` holds.
+
+        Raises:
+            RuntimeError: the run has started already.
+            TypeError: the run id is not a string.
+        """
+        run_id = state.get("run_id")
+        if run_id is None:
+            return
+        if not isinstance(run_id, str):
+            raise TypeError(f"WandbLogger.load_state_dict(): run_id must be a str, got {type(run_id).__qualname__}")
+        if self._run is not None and run_id != self._run_id:
+            raise RuntimeError(
+                f"WandbLogger.load_state_dict(): run {self._run_id} has started already; "
+                "load the state before logging anything"
+            )
+        self._run_id = run_id
+
+    def _start(self) -> None:
+        import wandb
+
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            **{
+                "dir": str(self.save_dir),
+                "project": self.project,
+                "name": self.name,
+                "tags": self.tags or None,
+                "id": self._run_id,
+                "resume": "allow",  # continue the run with this id if there is one, else start it
+                **self._init_kwargs,
+            }
+        )
+        run.define_metric("step")
+        run.define_metric("*", step_metric="step")
+        self._run = run
+
+    def _send_metrics(self, items: list[tuple[int, dict[str, float]]]) -> None:
+        """The background thread's send: one ``run.log`` per step, values of one step merged."""
+        rows: list[dict[str, float]] = []
+        for step, values in items:
+            if rows and rows[-1]["step"] == step:
+                rows[-1].update(values)
+            else:
+                rows.append({**values, "step": step})
+        for row in rows:
+            self._run.log(row)
