@@ -68,11 +68,14 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
 
 def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
     """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state, the config."""
+    fabric = trainer.fabric
     return {
         **trainer_state(trainer),
-        "callbacks": stateful_callbacks(trainer.fabric.callbacks),
-        "rng": trainer.fabric.all_gather_object(capture_rng_state()),  # every process's own
+        "callbacks": stateful_callbacks(fabric.callbacks),
+        "loggers": {type(logger).__name__: logger.state_dict() for logger in fabric.loggers},  # tracker run ids
+        "rng": fabric.all_gather_object(capture_rng_state()),  # every process's own
         "config": plain_config(trainer.config),
+        "metadata": trainer.metadata,
     }
 
 
@@ -93,8 +96,12 @@ def resume_from(trainer: Trainer, path: Path) -> dict[str, Any]:
     # This process's random state, put back in the epoch where it was captured. A process that
     # the checkpoint did not have (a larger job now) keeps its own seeding.
     trainer._rng_to_restore = select_rng_state(extra.pop("rng"), fabric.global_rank)
+    saved_loggers = extra.pop("loggers", {})
+    extra.pop("metadata", None)
     if fabric.is_global_zero:
-        for logger in fabric.loggers:  # once nothing can fail: forget what was logged after the checkpoint
+        for logger in fabric.loggers:  # once nothing can fail: continue the tracker's run, drop later rows
+            if type(logger).__name__ in saved_loggers:
+                logger.load_state_dict(saved_loggers[type(logger).__name__])
             logger.rewind(trainer.global_step)
     return extra
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trainwright import CSVLogger, Logger, TensorBoardLogger
 from trainwright.config import ConfigError
 
 from .callbacks import build_callbacks
 from .config import Config
+from .loggers import build_loggers
 from .task import Task
 from .trainer import Trainer
 
@@ -34,13 +34,3 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
     trainer.fit()
     return trainer
 
-
-def build_loggers(config: Config) -> list[Logger]:
-    """The loggers named in ``config.loggers``, writing into the run directory."""
-    loggers: list[Logger] = []
-    if "csv" in config.loggers:
-        # A resumed run continues the same file rather than replacing it.
-        loggers.append(CSVLogger(config.run_dir, append=config.resume is not None))
-    if "tensorboard" in config.loggers:
-        loggers.append(TensorBoardLogger(config.run_dir / "tensorboard"))
-    return loggers

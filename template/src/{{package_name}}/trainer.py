@@ -21,6 +21,7 @@ import torch
 from trainwright import Fabric, Logger, restore_rng_state
 
 from .checkpointing import checkpoint_of, resume_from, stateful_callbacks
+from .run_dir import record_run, upload_artifacts
 from .config import Config
 from .hooks import HOOKS
 from .preemption import Preempted, PreemptionHandler
@@ -72,6 +73,7 @@ class Trainer:
         self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
         self._window_loss: torch.Tensor | None = None  # the summed loss of a log step's window
         self._read_at = 0  # the global_step at which the device values were last read
+        self.metadata: dict[str, Any] = {}  # versions, git commit, hardware: in run_dir/metadata.json and checkpoints
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -81,7 +83,7 @@ class Trainer:
         With ``config.resume`` set, first restore the checkpoint it names and go on from there.
         """
         fabric, config = self.fabric, self.config
-        started = False
+        started, status = False, "success"
         preemption = PreemptionHandler(config.preempt_signals)
         try:
             # A callback that cannot take its arguments, or two that share a state key, fail
@@ -93,6 +95,7 @@ class Trainer:
                 self.load_checkpoint(self.resume_path())
             started = True
             self._preemption = preemption.install()  # from here on a signal stops at the next step and saves
+            self.metadata = record_run(self)  # config.toml and metadata.json in the run directory
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
             while not self._finished():
                 if not self._train_epoch(train_loader):
@@ -113,13 +116,16 @@ class Trainer:
                 raise Preempted(preemption.received, self.global_step, self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
+            status = "interrupted" if isinstance(exception, (Preempted, KeyboardInterrupt)) else "failed"
             if started:
                 # Let callbacks flush what they hold (a profiler trace, a progress bar) before the error surfaces.
                 self._call("on_exception", exception=exception)
             raise
         finally:
             preemption.uninstall()
-            fabric.teardown()
+            if started:
+                upload_artifacts(self)
+            fabric.teardown(status)  # the loggers mark their runs finished, failed or interrupted
         for unused in fabric.unused_hooks(known=HOOKS):
             warnings.warn(str(unused), stacklevel=2)
 
