@@ -14,6 +14,7 @@ import email
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tomllib
 import zipfile
@@ -190,3 +191,22 @@ def test_the_message_after_copy_tells_how_to_install(remote_copies):
     assert f"The project requires the core as: {requirement}" in message
     assert "pip install path/to/trainwright/core" not in message
     assert "python -m my_trainer fit" in message
+
+
+def test_a_dirty_checkout_is_rendered_but_its_commit_is_nowhere_pip_can_fetch(template_repo, tmp_path):
+    """Uncommitted changes in a local clone reach the project through a commit that exists only in
+    copier's temporary clone (the documented behaviour), and the message after the copy says what to do."""
+    dirty = tmp_path / "dirty clone"
+    run("git", "clone", "--quiet", template_repo, dirty)
+    with (dirty / "template" / "README.md.jinja").open("a", encoding="utf-8") as readme:
+        readme.write("\nA line that was never committed.\n")
+    copy = [sys.executable, "-m", "copier", "copy", "--defaults", "--vcs-ref=HEAD", dirty, tmp_path / "project"]
+    result = run(*copy)
+
+    assert "A line that was never committed." in (tmp_path / "project" / "README.md").read_text(encoding="utf-8")
+    commit = requirement_of(tmp_path / "project").split("@")[-1].split("#")[0]
+    known = subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=dirty, check=False)
+    assert known.returncode != 0, "the rendered commit unexpectedly exists in the clone"
+    message = " ".join((result.stdout + result.stderr).split())
+    assert "If copier warned above that it included uncommitted changes" in message
+    assert "commit them in the checkout, then copy again" in message
