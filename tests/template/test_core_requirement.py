@@ -33,6 +33,7 @@ REMOTE_SOURCES = {
     "https://example.com/someone/trainwright.git": "git+https://example.com/someone/trainwright.git",
     "git+https://example.com/someone/trainwright": "git+https://example.com/someone/trainwright",
     "git@github.com:someone/trainwright.git": "git+ssh://git@github.com/someone/trainwright.git",
+    "deploy@example.com:team/trainwright.git": "git+ssh://deploy@example.com/team/trainwright.git",
 }
 
 
@@ -65,8 +66,9 @@ def template_repo(tmp_path_factory) -> Path:
 def offline_env(template_repo, tmp_path_factory) -> dict[str, str]:
     """The environment for copier and pip in which each remote URL they clone is template_repo."""
     home = tmp_path_factory.mktemp("home")
-    # The URLs pip clones, and the scp-like one that copier clones (it expands gh: to https itself).
-    urls = [url.removeprefix("git+") for url in REMOTE_SOURCES.values()] + ["git@github.com:someone/trainwright.git"]
+    # The URLs pip clones, and the scp-like ones that copier clones (it expands gh: to https itself).
+    urls = [url.removeprefix("git+") for url in REMOTE_SOURCES.values()]
+    urls += [source for source in REMOTE_SOURCES if "@" in source and "://" not in source]
     rules = "".join(f"\tinsteadOf = {url}\n" for url in urls)
     (home / "gitconfig").write_text(f'[url "{template_repo}"]\n{rules}', encoding="utf-8")
     return {**os.environ, "GIT_CONFIG_GLOBAL": str(home / "gitconfig"), "COPIER_CACHE_DIR": str(home / "copier")}
