@@ -14,11 +14,13 @@ $(VENV)/.installed: core/pyproject.toml core/src/trainwright/__init__.py constra
 	touch $@
 
 # Render the template with the default answers, install the project, train it, plot the run.
+# The project pins the core release (core_source=index), which .venv's editable core/ satisfies:
+# the demo runs this checkout's core as it is, and pip leaves the editable install in place.
 DEMO := build/demo
 DEMO_RUN := $(DEMO)/runs/demo
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
-	$(PY) -m copier copy --defaults --quiet --vcs-ref=HEAD . $(DEMO)
+	$(PY) -m copier copy --defaults --quiet --vcs-ref=HEAD --data core_source=index . $(DEMO)
 	$(INSTALL) -e '$(DEMO)[plot]'
 	$(PY) -m my_trainer fit --max-epochs=2 --accelerator=cpu --run-dir=$(DEMO_RUN)
 	$(PY) -m my_trainer plot $(DEMO_RUN)

@@ -11,9 +11,12 @@ from tests.template.helpers import ROOT, render
 
 # (question, bad answer, words the message must contain). One line per case.
 BAD_ANSWERS = [
-    ("project_name", "my trainer!", "project_name"),
-    ("project_name", "-trainer", "start and end with a letter or digit"),
     ("project_name", "", "must not be empty"),
+    ("project_name", "   ", "must not be empty"),
+    ("project_name", "Fancy\nTrainer", "one line"),
+    ("distribution_name", "my trainer!", "characters pip does not allow"),
+    ("distribution_name", "-trainer", "start and end with a letter or digit"),
+    ("distribution_name", "", "must not be empty"),
     ("package_name", "My-Trainer", "lowercase Python identifier"),
     ("package_name", "9lives", "lowercase Python identifier"),
     ("package_name", "class", "Python keyword"),
@@ -30,6 +33,7 @@ BAD_ANSWERS = [
     ("accelerator", "tpu", "accelerator"),
     ("task", "segmentation", "task"),
     ("ci", "gitlab", "ci"),
+    ("core_source", "pypi", "core_source"),
 ]
 
 
@@ -57,4 +61,12 @@ def test_a_derived_package_name_is_validated_too(tmp_path):
     """A project name whose derived package name is invalid (a leading digit) is refused."""
     with pytest.raises(ValueError, match="package_name"):
         render(tmp_path / "project", project_name="3d-trainer")
+    assert not (tmp_path / "project").exists()
+
+
+def test_a_project_name_with_nothing_to_derive_a_distribution_name_from_is_refused(tmp_path):
+    """A project name without a letter or digit leaves the derived distribution name empty, which is refused."""
+    with pytest.raises(ValueError, match="distribution_name must not be empty") as caught:
+        render(tmp_path / "project", project_name="???")
+    assert '"???"' in str(caught.value)
     assert not (tmp_path / "project").exists()

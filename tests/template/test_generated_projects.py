@@ -1,7 +1,9 @@
 """Generated projects, installed as a user installs them, pass their own tests and train.
 
 One virtual environment serves every case: torch (pinned by constraints.txt), the core built
-from core/, then each generated project, installed with its test extra.
+from core/, then each generated project, installed with its test extra. The projects pin the
+core release (core_source=index), which the core from core/ satisfies: they run against the
+working tree's core, uncommitted changes included, and pip fetches no other.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def venv(tmp_path_factory) -> Path:
 def test_a_generated_project_installs_passes_its_tests_and_trains(venv, tmp_path, case):
     """pip install -e '.[test]', then its pytest passes, then a seeded 3-step fit writes metrics and a checkpoint."""
     answers = CASES[case]
-    project = render(tmp_path / "project", **answers)
+    project = render(tmp_path / "project", core_source="index", **answers)
     package = answers.get("package_name", answers.get("project_name", "my-trainer").replace("-", "_"))
     pip = [venv, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", ROOT / "constraints.txt"]
     run(*pip, "-e", f"{project}[test]", timeout=900)

@@ -1,0 +1,214 @@
+"""Releases update to later ones, on this repository's own history.
+
+The repository carries no tags (CI clones main afresh, and tags made there do not survive), so the
+test clones the history into a throwaway folder and tags each release where it happened: at the
+commit that set core/src/trainwright/__init__.py's ``__version__``. A project is generated at the
+latest release before HEAD, edited as a user would, committed, and updated to HEAD with
+`copier update`; and a project of the release before that is updated to a chosen release with
+`copier update --vcs-ref`. Uncommitted changes of the working tree are not part of the history.
+
+When the template's files change, adjust USER_EDITS: each ``old`` text must be in the file as
+the latest release before HEAD generates it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import copier
+import pytest
+import yaml
+from packaging.version import Version
+
+from tests.template.helpers import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+VERSION_FILE = "core/src/trainwright/__init__.py"
+VERSION_LINE = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
+
+# What a user changes in a generated project (default answers): (file, old text, new text).
+USER_EDITS = [
+    (
+        "src/my_trainer/callbacks/timing.py",
+        "self.total = 0.0  # seconds",
+        "self.total = 0.0  # seconds, summed by my team's rule",
+    ),
+    (
+        "src/my_trainer/callbacks/timing.py",
+        "    def state_dict(self) -> dict:",
+        "    def mean_ms(self) -> float:\n        return self.total / max(self.count, 1) * 1e3\n\n"
+        "    def state_dict(self) -> dict:",
+    ),
+    (
+        "src/my_trainer/config.py",
+        '    seed: int = field(default=0, metadata=_help("seeds Python, torch and NumPy, and the data"))\n',
+        '    seed: int = field(default=0, metadata=_help("seeds Python, torch and NumPy, and the data"))\n'
+        '    team: str = field(default="vision", metadata=_help("who runs this"))\n',
+    ),
+]
+IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return run("git", *args, cwd=cwd).stdout.strip()
+
+
+def release_commits(repo: Path) -> dict[str, str]:
+    """``{"vX.Y.Z": commit}`` for each commit that changed the core's version, oldest first."""
+    releases: dict[str, str] = {}
+    changes = git(repo, "log", "--reverse", "--format=%H", "-G", VERSION_LINE.pattern, "--", VERSION_FILE).split()
+    for commit in changes:
+        match = VERSION_LINE.search(git(repo, "show", f"{commit}:{VERSION_FILE}"))
+        tag = f"v{match.group(1)}" if match else None
+        if tag and tag not in releases:
+            releases[tag] = commit
+    versions = [Version(tag) for tag in releases]
+    assert versions == sorted(versions), f"the core's version went backwards in the history: {list(releases)}"
+    return releases
+
+
+def require_history(repo: Path) -> None:
+    """Fail, with what to do, when ``repo`` lacks the history that the releases are found in."""
+    if git(repo, "rev-parse", "--is-shallow-repository") == "true":
+        pytest.fail(
+            f"{repo} is a shallow clone, and this test needs the history of its releases: "
+            "run `git fetch --unshallow` there (or clone without --depth)"
+        )
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Path:
+    """A clone of this repository with a ``vX.Y.Z`` tag on each release commit."""
+    require_history(ROOT)
+    clone = tmp_path_factory.mktemp("history") / "trainwright"
+    run("git", "clone", "--quiet", "--no-hardlinks", ROOT, clone)
+    for tag in git(clone, "tag", "--list").split():
+        git(clone, "tag", "--delete", tag)  # tags made by hand in the checkout do not count
+    releases = release_commits(clone)
+    if len([tag for tag, commit in releases.items() if commit != git(clone, "rev-parse", "HEAD")]) < 2:
+        pytest.fail(f"the history of {ROOT} has fewer than two releases before HEAD: {releases}")
+    for tag, commit in releases.items():
+        git(clone, "tag", tag, commit)
+    return clone
+
+
+def releases_before_head(clone: Path) -> list[str]:
+    """The release tags whose commit comes before HEAD, newest first."""
+    head = git(clone, "rev-parse", "HEAD")
+    tags = [tag for tag in git(clone, "tag", "--list", "v*").split() if git(clone, "rev-list", "-n1", tag) != head]
+    return sorted(tags, key=Version, reverse=True)
+
+
+def generate(clone: Path, ref: str, dst: Path, answers: dict | None = None) -> Path:
+    """The project at ``ref`` (default answers unless given), committed to its own git repository as
+    copier update needs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copier.run_copy(str(clone), dst, data=answers or {}, defaults=True, vcs_ref=ref, quiet=True)
+    git(dst, "init", "-q", "-b", "main")
+    git(dst, "add", "-A")
+    git(dst, *IDENTITY, "commit", "-q", "-m", f"generated at {ref}")
+    return dst
+
+
+def files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): p.read_text(encoding="utf-8")
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
+
+
+def answers_of(project: Path) -> dict:
+    """The answers recorded in a project, without copier's own entries."""
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+    return {key: value for key, value in answers.items() if not key.startswith("_")}
+
+
+def has_conflict(text: str) -> bool:
+    return re.search(r"^<<<<<<< ", text, re.MULTILINE) is not None
+
+
+def test_a_project_of_the_latest_release_updates_to_head_keeping_the_users_edits(history, tmp_path):
+    """Edits to timing.py and config.py survive; every other file becomes what HEAD generates; conflicts
+    (if any) are copier's inline markers in edited files; the core requirement moves to HEAD's commit."""
+    latest = releases_before_head(history)[0]
+    project = generate(history, latest, tmp_path / "project")
+    for path, old, new in USER_EDITS:
+        text = (project / path).read_text(encoding="utf-8")
+        assert old in text, f"USER_EDITS is out of date: {old!r} is not in {path} as {latest} generates it"
+        (project / path).write_text(text.replace(old, new, 1), encoding="utf-8")
+    git(project, *IDENTITY, "commit", "-q", "-am", "my edits")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # unsafe: a release that moves generated files does it with _migrations, which need trust.
+        copier.run_update(
+            project, vcs_ref="HEAD", defaults=True, overwrite=True, quiet=True, conflict="inline", unsafe=True
+        )
+
+    expected = files(generate(history, "HEAD", tmp_path / "fresh", answers_of(project)))
+    updated = files(project)
+    assert set(updated) == set(expected)
+    edited = {path for path, _, _ in USER_EDITS}
+    for path in sorted(set(updated) - edited):
+        assert updated[path] == expected[path], f"{path} is not what HEAD generates"
+    for path, _, new in USER_EDITS:
+        assert new in updated[path], f"the user's edit to {path} was lost"
+    for path in sorted(edited):
+        if has_conflict(updated[path]):
+            assert "<<<<<<< before updating" in updated[path]
+            assert ">>>>>>> after updating" in updated[path]
+            continue
+        # Without a conflict, the file is HEAD's with the user's edits, where their context still exists.
+        ours = expected[path]
+        for edit_path, old, new in USER_EDITS:
+            if edit_path == path and old in ours:
+                ours = ours.replace(old, new, 1)
+        assert updated[path] == ours, f"{path} is not HEAD's file with the user's edits"
+
+    answers = yaml.safe_load(updated[".copier-answers.yml"])
+    assert answers["_commit"] == git(history, "describe", "--tags", "--always", "HEAD")
+    assert f"@{git(history, 'rev-parse', 'HEAD')}#subdirectory=core" in updated["pyproject.toml"]
+
+
+def test_copier_update_vcs_ref_goes_to_a_chosen_release(history, tmp_path):
+    """`copier update --defaults --vcs-ref vX.Y.Z` takes a project of the release before to exactly that release."""
+    chosen, previous = releases_before_head(history)[:2]
+    project = generate(history, previous, tmp_path / "project")
+    command = [sys.executable, "-m", "copier", "update", "--defaults", "--quiet", "--trust", f"--vcs-ref={chosen}"]
+    run(*command, cwd=project)
+
+    expected = files(generate(history, chosen, tmp_path / "fresh", answers_of(project)))
+    updated = files(project)
+    assert yaml.safe_load(updated[".copier-answers.yml"])["_commit"] == chosen
+    assert updated == expected
+    assert git(project, "status", "--porcelain"), "the update changed nothing"
+
+
+def test_release_commits_are_found_where_the_core_version_changed(tmp_path):
+    """The finder tags the commit that set each version, once, and ignores commits that left it alone."""
+    repo = tmp_path / "repo"
+    (repo / "core/src/trainwright").mkdir(parents=True)
+    commits = []
+    for version, note in [("0.1.0", ""), ("0.1.0", "# a comment\n"), ("0.2.0", "# a comment\n"), ("0.2.0", "")]:
+        (repo / VERSION_FILE).write_text(f'{note}__version__ = "{version}"\n', encoding="utf-8")
+        if not commits:
+            git(repo.parent, "init", "-q", "-b", "main", "repo")
+        git(repo, "add", "-A")
+        git(repo, *IDENTITY, "commit", "-q", "-m", f"{version} {note!r}")
+        commits.append(git(repo, "rev-parse", "HEAD"))
+    assert release_commits(repo) == {"v0.1.0": commits[0], "v0.2.0": commits[2]}
+
+
+def test_a_shallow_checkout_is_reported_not_skipped(tmp_path):
+    """A shallow clone fails the release tests with advice instead of letting them test nothing."""
+    shallow = tmp_path / "shallow"
+    run("git", "clone", "--quiet", "--depth=1", ROOT.as_uri(), shallow)
+    with pytest.raises(pytest.fail.Exception, match=r"shallow clone.*git fetch --unshallow"):
+        require_history(shallow)
+    require_history(ROOT)  # and the checkout under test is not one
