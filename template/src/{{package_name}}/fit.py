@@ -33,4 +33,3 @@ def fit(config: Config, callbacks: Iterable[object] = ()) -> Trainer:
     trainer.fabric.seed_everything(config.seed)
     trainer.fit()
     return trainer
-

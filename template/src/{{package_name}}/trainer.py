@@ -21,10 +21,10 @@ import torch
 from trainwright import Fabric, Logger, restore_rng_state
 
 from .checkpointing import checkpoint_of, resume_from, stateful_callbacks
-from .run_dir import record_run, upload_artifacts
 from .config import Config
 from .hooks import HOOKS
 from .preemption import Preempted, PreemptionHandler
+from .run_dir import record_run, upload_artifacts
 from .schedule import schedule_length
 from .task import Task
 
