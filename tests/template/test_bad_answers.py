@@ -28,7 +28,7 @@ BAD_ANSWERS = [
     ("author_email", "not-an-email", "author_email"),
     ("license", "GPL-3.0", "license"),
     ("callbacks", ["timing", "tensorboard"], "callbacks"),
-    ("loggers", ["wandb"], "loggers"),
+    ("loggers", ["neptune"], "loggers"),
     ("precision", "fp17", "precision"),
     ("accelerator", "tpu", "accelerator"),
     ("task", "segmentation", "task"),

@@ -19,7 +19,14 @@ import pytest
 from tests.template.helpers import render, run
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "default_loss.json")
-FLAGS = ["--seed=0", "--max-steps=12", "--accelerator=cpu", "--precision=32-true", "--profiler.enabled=false"]
+FLAGS = [
+    "--seed=0",
+    "--max-steps=12",
+    "--accelerator=cpu",
+    "--precision=32-true",
+    "--profiler.enabled=false",
+    "--log-every-n-steps=1",
+]
 
 
 def test_the_default_projects_loss_curve_is_unchanged(tmp_path):
