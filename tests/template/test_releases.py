@@ -1,8 +1,9 @@
 """Releases update to later ones, on this repository's own history.
 
 The repository carries no tags (CI clones main afresh, and tags made there do not survive), so the
-test clones the history into a throwaway folder and tags each release where it happened: at the
-commit that set core/src/trainwright/__init__.py's ``__version__``. A project is generated at the
+test clones the history into a throwaway folder and tags each release where it was cut: at the
+commit releases.txt records, or else the commit that set core/src/trainwright/__init__.py's
+``__version__``. A project is generated at the
 latest release before HEAD, edited as a user would, committed, and updated to HEAD with
 `copier update`; and a project of the release before that is updated to a chosen release with
 `copier update --vcs-ref`. Uncommitted changes of the working tree are not part of the history.
@@ -57,8 +58,18 @@ def git(cwd: Path, *args: str) -> str:
     return run("git", *args, cwd=cwd).stdout.strip()
 
 
-def release_commits(repo: Path) -> dict[str, str]:
-    """``{"vX.Y.Z": commit}`` for each commit that changed the core's version, oldest first."""
+RECORDED = Path(__file__).with_name("releases.txt")
+
+
+def recorded_releases() -> dict[str, str]:
+    """``{"vX.Y.Z": commit}`` as releases.txt records where each release was cut."""
+    lines = RECORDED.read_text(encoding="utf-8").splitlines()
+    return dict(line.split() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def release_commits(repo: Path, recorded: dict[str, str] | None = None) -> dict[str, str]:
+    """``{"vX.Y.Z": commit}``, oldest first: the recorded commit of each release that ``repo`` holds, else the
+    commit that set that version of the core."""
     releases: dict[str, str] = {}
     changes = git(repo, "log", "--reverse", "--format=%H", "-G", VERSION_LINE.pattern, "--", VERSION_FILE).split()
     for commit in changes:
@@ -66,6 +77,8 @@ def release_commits(repo: Path) -> dict[str, str]:
         tag = f"v{match.group(1)}" if match else None
         if tag and tag not in releases:
             releases[tag] = commit
+    known = set(git(repo, "rev-list", "--all").split())
+    releases.update({tag: commit for tag, commit in (recorded or {}).items() if commit in known and tag in releases})
     versions = [Version(tag) for tag in releases]
     assert versions == sorted(versions), f"the core's version went backwards in the history: {list(releases)}"
     return releases
@@ -88,7 +101,7 @@ def history(tmp_path_factory) -> Path:
     run("git", "clone", "--quiet", "--no-hardlinks", ROOT, clone)
     for tag in git(clone, "tag", "--list").split():
         git(clone, "tag", "--delete", tag)  # tags made by hand in the checkout do not count
-    releases = release_commits(clone)
+    releases = release_commits(clone, recorded_releases())
     if len([tag for tag, commit in releases.items() if commit != git(clone, "rev-parse", "HEAD")]) < 2:
         pytest.fail(f"the history of {ROOT} has fewer than two releases before HEAD: {releases}")
     for tag, commit in releases.items():
@@ -191,7 +204,7 @@ def test_copier_update_vcs_ref_goes_to_a_chosen_release(history, tmp_path):
 
 
 def test_release_commits_are_found_where_the_core_version_changed(tmp_path):
-    """The finder tags the commit that set each version, once, and ignores commits that left it alone."""
+    """The finder tags the commit that set each version, once, unless a release's cut is recorded."""
     repo = tmp_path / "repo"
     (repo / "core/src/trainwright").mkdir(parents=True)
     commits = []
@@ -203,6 +216,15 @@ def test_release_commits_are_found_where_the_core_version_changed(tmp_path):
         git(repo, *IDENTITY, "commit", "-q", "-m", f"{version} {note!r}")
         commits.append(git(repo, "rev-parse", "HEAD"))
     assert release_commits(repo) == {"v0.1.0": commits[0], "v0.2.0": commits[2]}
+    recorded = {"v0.1.0": commits[1], "v0.9.0": commits[3], "v0.2.0": "0" * 40}  # a later cut, unknown ones
+    assert release_commits(repo, recorded) == {"v0.1.0": commits[1], "v0.2.0": commits[2]}
+
+
+def test_the_recorded_releases_are_in_this_history():
+    """Every commit in releases.txt is in the checkout's history and holds the version its tag names."""
+    for tag, commit in recorded_releases().items():
+        text = git(ROOT, "show", f"{commit}:{VERSION_FILE}")
+        assert VERSION_LINE.search(text).group(1) == tag.removeprefix("v"), (tag, commit)
 
 
 def test_a_shallow_checkout_is_reported_not_skipped(tmp_path):
