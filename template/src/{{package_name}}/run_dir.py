@@ -31,7 +31,7 @@ def record_run(trainer: Trainer) -> dict[str, Any]:
         config = dataclasses.replace(trainer.config, resume=None)  # the settings, not how this start began
         (run_dir / "config.toml").write_text(dump_toml(config), encoding="utf-8")
         (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        fabric.log_hyperparams(trainer.config)
+        fabric.log_hyperparams(config)
     return metadata
 
 
