@@ -9,12 +9,14 @@ working tree's core, uncommitted changes included, and pip fetches no other.
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.template.helpers import ROOT, render, run
 
@@ -25,11 +27,12 @@ CASES = {
     "everything": {
         "project_name": "full-trainer",
         "callbacks": ["timing", "lr_monitor", "profiler", "checkpoint", "early_stopping", "progress_bar", "throughput"],
-        "loggers": ["csv", "tensorboard"],
+        "loggers": ["csv", "tensorboard", "mlflow", "wandb"],
         "task": "regression",
         "distributed": True,
     },
     "minimal": {"project_name": "bare-trainer", "package_name": "bare", "callbacks": [], "precision": "64-true"},
+    "language model": {"project_name": "Char GPT", "task": "language_model", "distributed": True},
 }
 
 
@@ -49,7 +52,7 @@ def test_a_generated_project_installs_passes_its_tests_and_trains(venv, tmp_path
     """pip install -e '.[test]', then its pytest passes, then a seeded 3-step fit writes metrics and a checkpoint."""
     answers = CASES[case]
     project = render(tmp_path / "project", core_source="index", **answers)
-    package = answers.get("package_name", answers.get("project_name", "my-trainer").replace("-", "_"))
+    package = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))["package_name"]
     pip = [venv, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", ROOT / "constraints.txt"]
     run(*pip, "-e", f"{project}[test]", timeout=900)
 
@@ -59,7 +62,8 @@ def test_a_generated_project_installs_passes_its_tests_and_trains(venv, tmp_path
     assert tests.returncode == 0, tests.stdout[-5000:] + tests.stderr[-2000:]
 
     run_dir = tmp_path / "run"
-    run(venv, "-m", package, "fit", "--seed=0", "--max-steps=3", f"--run-dir={run_dir}", "--accelerator=cpu", cwd=tmp_path)
+    flags = ["--seed=0", "--max-steps=3", "--log-every-n-steps=1", f"--run-dir={run_dir}", "--accelerator=cpu"]
+    run(venv, "-m", package, "fit", *flags, cwd=tmp_path, env={**os.environ, "WANDB_MODE": "offline"})
     with (run_dir / "metrics.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [row["step"] for row in rows] == ["1", "2", "3"]
