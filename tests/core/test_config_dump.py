@@ -130,7 +130,7 @@ class Strict:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (Strict(timeout=None), "timeout is None, which TOML cannot hold, and its default is 30.0"),
+        (Strict(big=None), "big is None, which TOML cannot hold, and its default is 0"),
         (Strict(tags=["a", None]), "tags holds None"),
         (Strict(ids={1: "x"}), "ids has the key 1; TOML keys are strings"),
         (Strict(big=2**64), "big = 18446744073709551616 does not fit"),
@@ -141,6 +141,16 @@ def test_what_toml_cannot_hold_is_refused_naming_the_field(config, message):
     """A value with no TOML form that reads back equal raises ValueError naming the field."""
     with pytest.raises(ValueError, match=message):
         dump_toml(config)
+
+
+def test_none_in_an_optional_field_with_another_default_is_written_as_none(tmp_path):
+    """timeout=None (default 30.0) is written "none", and reads back as None, as --timeout=none does."""
+    text = dump_toml(Strict(timeout=None))
+    assert 'timeout = "none"' in text
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_config(Strict, path).timeout is None
+    assert load_config(Strict, None, ["--timeout=none"]).timeout is None
 
 
 def test_only_dataclass_instances_are_dumped():

@@ -129,6 +129,7 @@ def _enum_member(value: object, tp: type[enum.Enum]) -> enum.Enum:
 
 def _from_toml(value: Any, tp: Any, where: str) -> Any:
     """Check a TOML value against ``tp``; raises ``_BadValue`` naming what was expected."""
+    tp = {dict: dict[str, Any], list: list[Any]}.get(tp, tp)  # a bare ``dict`` or ``list`` holds anything
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -137,6 +138,9 @@ def _from_toml(value: Any, tp: Any, where: str) -> Any:
             raise _BadValue(f"a table of {tp.__name__} fields")
         return _mapping_changes(tp, value, where)
     if origin in (Union, types.UnionType):
+        # TOML has no null: an optional field takes "none" as flags do (``--limit=none``).
+        if type(None) in get_args(tp) and isinstance(value, str) and value.strip().lower() in _NONE:
+            return None
         for member in get_args(tp):
             if member is not type(None):
                 try:
@@ -378,14 +382,15 @@ def dump_toml(config: Any) -> str:
     equal to it: a run directory's ``config.toml``, from which the run can be repeated.
 
     Every field is written, in order; nested dataclasses become ``[section]`` tables and dicts
-    inline tables; paths are strings and enums their member names. TOML has no null, so a field
-    that is ``None`` is left out (a comment says so), and reading the file back gives it its
-    default, which must therefore be ``None`` too.
+    inline tables; paths are strings and enums their member names. TOML has no null: a field that
+    is ``None`` is left out (a comment says so) when its default is ``None`` too, and is written
+    as ``"none"``, which an optional field reads as ``None`` (as the flag ``--field=none`` does),
+    when its default is something else.
 
     Raises:
         TypeError: ``config`` is not a dataclass instance.
-        ValueError: a value has no TOML form that reads back equal: ``None`` in a field whose
-            default is not ``None`` or inside a list or dict, a dict key that is not a string,
+        ValueError: a value has no TOML form that reads back equal: ``None`` in a field that is
+            not optional or inside a list or dict, a dict key that is not a string,
             an integer outside 64 bits, a lone surrogate in a string, or a type that
             ``load_config`` does not read. The message names the field.
     """
@@ -407,13 +412,16 @@ def _dump_table(config: Any, path: list[str], lines: list[str]) -> None:
             sections.append((field.name, value))
         elif value is None:
             default = _declared_default(field)
-            if default is not None:
+            if default is None:
+                lines.append(f"# {_toml_key(field.name)}: none (TOML has no null; reading this file gives the default)")
+            elif type(None) in get_args(_hints(type(config))[field.name]):
+                lines.append(f'{_toml_key(field.name)} = "none"')  # read back as None, as --field=none is
+            else:
                 shown = "no default" if default is dataclasses.MISSING else f"its default is {default!r}"
                 raise ValueError(
                     f"dump_toml(): {where} is None, which TOML cannot hold, and {shown}; "
                     "reading the file back would not give None"
                 )
-            lines.append(f"# {_toml_key(field.name)}: none (TOML has no null; reading this file gives the default)")
         else:
             lines.append(f"{_toml_key(field.name)} = {_toml_value(value, where)}")
     for name, value in sections:
