@@ -14,8 +14,11 @@ from pathlib import Path
 import call_overhead
 import copier_copy
 import cuda_autocast
+import cuda_lm_throughput
 import ddp_overhead
+import host_syncs
 import import_time
+import lm_throughput
 import logger_overhead
 import loop_overhead
 import torch
@@ -58,6 +61,9 @@ def main() -> None:
         ("`fabric.call`: 3 callbacks with different signatures, 1 without the hook, 4 kwargs", call_overhead),
         ("Training step: tiny MLP, SGD, CPU, 1 thread", loop_overhead),
         ("Generated `Trainer` step: the same tiny MLP, default callbacks, CSV logger", trainer_overhead),
+        ("Language model on the CPU: the generated `Trainer` against a nanoGPT-style loop", lm_throughput),
+        ("Language model on one CUDA GPU: the generated `Trainer` against a nanoGPT-style loop", cuda_lm_throughput),
+        ("Host-device syncs per 100 steps of the generated project", host_syncs),
         ("Loggers: the same tiny MLP through `Fabric`, logging every 10 steps", logger_overhead),
         ("DDP on the CPU: 2 processes over gloo, MLP of 0.4 M parameters, SGD, 1 thread each", ddp_overhead),
         ("bf16-mixed on one CUDA GPU: MLP of 50 M parameters, AdamW", cuda_autocast),
