@@ -203,6 +203,8 @@ class Trainer:
         iterator = iter(loader)
         if start:
             self._restore_rng()  # resumed mid-epoch: after iter(), which draws from the random state
+        if limit is not None and start >= limit:
+            return  # saved after the epoch's last batch, before its end: nothing is left to train
         batch, batch_idx = next(iterator, _END), start
         while batch is not _END:
             upcoming = next(iterator, _END) if limit is None or batch_idx + 1 < limit else _END
