@@ -27,7 +27,7 @@ def test_public_names_exist():
 
 
 def test_import_is_side_effect_free():
-    """Importing trainwright writes no environment variable, probes no device and imports nothing heavy."""
+    """Importing trainwright writes no environment variable, probes no device and imports nothing heavy (FSDP too)."""
     probe = """
 import json, os, sys
 before = dict(os.environ)
@@ -48,3 +48,6 @@ print(json.dumps({
     heavy = [m for m in result["new_modules"] if m.split(".")[0] in {"tensorboard", "numpy", "lightning", "matplotlib"}]
     assert heavy == []
     assert not any(m.startswith("torch.utils.tensorboard") for m in result["new_modules"])
+    # FSDP, distributed checkpoints, DTensor and the compiler load only when a job uses them.
+    lazy = ("torch.distributed.fsdp", "torch.distributed.checkpoint", "torch.distributed.tensor", "torch._dynamo")
+    assert [m for m in result["new_modules"] if m.startswith(lazy)] == []
