@@ -296,19 +296,19 @@ class FSDPStrategy(ParallelStrategy):
         )
 
         full = not _holds_dtensors(state)
-        options = StateDictOptions(full_state_dict=full, strict=strict)
         model = self._model(obj)
         if model is not None:
-            set_model_state_dict(model, state, options=options)
+            set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=full, strict=strict))
             return
         pair = self._optimizer_and_model(obj)
         if pair is None:
             load_into(obj, state, strict)
             return
         optimizer, model = pair
-        if full:
-            state = _keyed_by_name(state, optimizer, model)
-        set_optimizer_state_dict(model, optimizer, state, options=options)
+        if full:  # today's format, keyed by position: shard each tensor like its parameter
+            optimizer.load_state_dict(_sharded_like_parameters(state, optimizer))
+        else:
+            set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(strict=strict))
 
     def save_checkpoint(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
         """Write a directory of shards (``state_dict_type="sharded"``) or one file from rank zero."""
@@ -428,24 +428,25 @@ def _keyed_by_index(state: dict[str, Any]) -> dict[str, Any]:
     return {"state": {index[name]: value for name, value in state["state"].items()}, "param_groups": groups}
 
 
-def _keyed_by_name(state: dict[str, Any], optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, Any]:
-    """The inverse of ``_keyed_by_index``, through this optimizer's own parameter order.
+def _sharded_like_parameters(state: dict[str, Any], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A full optimizer state dict (keyed by position) with each tensor shaped like its parameter made a
+    ``DTensor`` sharded as that parameter is; each process cuts its own shard, without communication."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    Raises:
-        ValueError: the saved groups do not match the optimizer's in number or size.
-    """
-    names = {id(p): name for name, p in model.named_parameters()}
-    saved_groups, own_groups = state["param_groups"], optimizer.param_groups
-    sizes = [len(g["params"]) for g in saved_groups], [len(g["params"]) for g in own_groups]
-    if sizes[0] != sizes[1]:
-        raise ValueError(
-            f"the checkpoint's optimizer has parameter groups of sizes {sizes[0]}, but this optimizer's are {sizes[1]}"
-        )
-    position = {}
-    for saved, own in zip(saved_groups, own_groups, strict=True):
-        for saved_index, parameter in zip(saved["params"], own["params"], strict=True):
-            position[saved_index] = names[id(parameter)]
-    return {
-        "state": {position[index]: value for index, value in state["state"].items()},
-        "param_groups": [{**g, "params": [position[i] for i in g["params"]]} for g in saved_groups],
-    }
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def like(parameter: torch.Tensor, value: Any) -> Any:
+        if isinstance(parameter, DTensor) and isinstance(value, torch.Tensor) and value.shape == parameter.shape:
+            local = value.to(parameter.to_local().device)
+            return distribute_tensor(local, parameter.device_mesh, parameter.placements, src_data_rank=None)
+        return value
+
+    sharded_state = {}
+    for index, entry in state.get("state", {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(parameters):
+            raise ValueError(
+                f"the checkpoint's optimizer has state for parameter {index!r}, but this optimizer has "
+                f"{len(parameters)} parameters"
+            )
+        sharded_state[index] = {key: like(parameters[index], value) for key, value in entry.items()}
+    return {**state, "state": sharded_state}
