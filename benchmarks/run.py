@@ -15,6 +15,7 @@ import call_overhead
 import copier_copy
 import cuda_autocast
 import ddp_overhead
+import fsdp_memory
 import import_time
 import loop_overhead
 import torch
@@ -58,6 +59,7 @@ def main() -> None:
         ("Training step: tiny MLP, SGD, CPU, 1 thread", loop_overhead),
         ("Generated `Trainer` step: the same tiny MLP, default callbacks, CSV logger", trainer_overhead),
         ("DDP on the CPU: 2 processes over gloo, MLP of 0.4 M parameters, SGD, 1 thread each", ddp_overhead),
+        ("FSDP against DDP on the CPU: 2 processes over gloo, 8.7 M parameters, AdamW, 1 thread each", fsdp_memory),
         ("bf16-mixed on one CUDA GPU: MLP of 50 M parameters, AdamW", cuda_autocast),
         ("Import time", import_time),
         ("Scaffolding a project", copier_copy),

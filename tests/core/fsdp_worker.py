@@ -10,7 +10,8 @@ finds the old one's keys in torchrun's store.)
 Scenarios:
     train   DDP and FSDP runs of the same 20 steps, FSDP with accumulation, built on the meta
             device, compiled, and in bf16; checkpoints saved in both formats; the checkpoints in
-            IN_DIR (written by one process) loaded and written again in full. Each rank writes
+            IN_DIR (written by one process) loaded and written again in full; a 16-mixed overflow
+            on one rank. Each rank writes
             what it saw to OUT_DIR/rank<r>.pt.
     crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one.
 """
@@ -140,6 +141,26 @@ def compute_dtypes(fabric: Fabric) -> dict:
     }
 
 
+def overflow_on_rank_zero(fabric: Fabric) -> dict:
+    """A 16-mixed step whose gradients overflow on rank 0 only: every rank must skip it and lower the scale."""
+    model = net()
+    model, optimizer = fabric.setup(model, optimizer_for(model))
+    before = full_weights(model)
+    x = torch.randn(8, FEATURES)
+    if fabric.global_rank == 0:
+        x[0, 0] = float("inf")
+    fabric.backward(model(x).pow(2).mean())
+    optimizer.step()
+    optimizer.zero_grad()
+    fabric.backward(model(torch.randn(8, FEATURES)).pow(2).mean())  # the scale is updated at the next backward
+    after = full_weights(model)
+    return {
+        "scale": fabric.precision.scaler.get_scale(),
+        "skipped": all(torch.equal(before[k], after[k]) for k in before),
+        "stored": str(model.inp.weight.dtype),
+    }
+
+
 class Unused(torch.nn.Module):
     """A model with a parameter that the forward pass never uses."""
 
@@ -218,6 +239,8 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
     for precision in ("bf16-mixed", "bf16-true"):
         with Fabric(accelerator="cpu", strategy="fsdp", precision=precision) as fabric:
             result[precision] = compute_dtypes(fabric)
+    with Fabric(accelerator="cpu", strategy="fsdp", precision="16-mixed") as fabric:
+        result["16-mixed"] = overflow_on_rank_zero(fabric)
     return result
 
 

@@ -176,6 +176,14 @@ def test_bf16_mixed_computes_in_bfloat16_over_float32_shards(two):
 
 
 @pytest.mark.slow
+def test_16_mixed_skips_a_step_that_overflowed_on_one_rank_on_every_rank(two):
+    """Under 16-mixed, an overflow in rank 0's gradients skips the step and halves the scale on both ranks."""
+    _, ranks = two
+    expected = {"scale": 2.0**16 / 2, "skipped": True, "stored": "torch.float32"}  # from GradScaler's initial 2**16
+    assert [r["16-mixed"] for r in ranks] == [expected, expected]
+
+
+@pytest.mark.slow
 def test_strategy_instance_options_reach_ddp(two):
     """DDPStrategy(find_unused_parameters=True) trains a model with an unused parameter on two processes."""
     _, ranks = two
