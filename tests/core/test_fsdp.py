@@ -545,6 +545,14 @@ def test_a_directory_that_is_not_a_checkpoint_is_named(tmp_path):
             fabric.load(tmp_path / "nothing.ckpt", {})
 
 
+def test_a_sharded_checkpoint_without_fsdp_says_how_to_load_it(tmp_path):
+    """Loading a checkpoint directory without FSDP is refused with the way to load it."""
+    with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
+        fabric.save(tmp_path / "a.ckpt", {"step": 1})
+    with pytest.raises(ValueError, match=r"is a directory, a sharded checkpoint written under FSDP; load it with "):
+        Fabric(accelerator="cpu").load(tmp_path / "a.ckpt")
+
+
 def test_split_and_insert_are_inverse():
     """DTensor leaves leave the plain part as None and come back at the same places, int and str keys apart."""
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:

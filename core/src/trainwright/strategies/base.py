@@ -222,7 +222,16 @@ class Strategy:
         self.barrier("save_checkpoint")
 
     def load_checkpoint(self, path: str | os.PathLike, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Read what ``save_checkpoint`` wrote, as plain data; ``state`` holds the objects it will restore."""
+        """Read what ``save_checkpoint`` wrote, as plain data; ``state`` holds the objects it will restore.
+
+        Raises:
+            ValueError: ``path`` is a directory: a sharded checkpoint, which only FSDP reads.
+        """
+        if os.path.isdir(path):
+            raise ValueError(
+                f"load(): {str(path)!r} is a directory, a sharded checkpoint written under FSDP; load it with "
+                "strategy='fsdp' (one process will do), or save it with FSDPStrategy(state_dict_type='full')"
+            )
         return self.checkpoint_io.load(path)
 
     def teardown(self) -> None:

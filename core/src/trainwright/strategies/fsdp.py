@@ -347,7 +347,13 @@ class FSDPStrategy(ParallelStrategy):
         return sharded.load_sharded(found, self.checkpoint_io, targets)
 
     def __repr__(self) -> str:
-        return super().__repr__().replace("(", f"(state_dict_type={self.state_dict_type!r}, ", 1)
+        options = f"state_dict_type={self.state_dict_type!r}, reshard_after_forward={self.reshard_after_forward}"
+        if self._accelerator is None:
+            return f"{type(self).__name__}({options})"
+        return (
+            f"{type(self).__name__}({options}, device={str(self.root_device)!r}, precision={self.precision.name!r}, "
+            f"rank={self.global_rank}, world_size={self.world_size})"
+        )
 
 
 # -- helpers ------------------------------------------------------------------------------------------
