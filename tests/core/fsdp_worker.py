@@ -13,13 +13,15 @@ Scenarios:
             IN_DIR (written by one process) loaded and written again in full; a 16-mixed overflow
             on one rank. Each rank writes
             what it saw to OUT_DIR/rank<r>.pt.
-    crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one.
+    crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one
+            (this scenario's one Fabric makes the process group itself).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -245,10 +247,14 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
 
 
 def scenario_crash(out_dir: Path) -> None:
-    """Save once, then lose rank 1 while the next save is being written."""
+    """Save once, then lose rank 1 while the next save is being written.
+
+    The job's only Fabric makes the process group, with the strategy's timeout: should
+    torchrun fail to stop rank 0, its wait for rank 1 ends within a minute anyway.
+    """
     import torch.distributed.checkpoint as dcp
 
-    with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
+    with Fabric(accelerator="cpu", strategy=FSDPStrategy(timeout=timedelta(seconds=60))) as fabric:
         model = net()
         model, optimizer = fabric.setup(model, optimizer_for(model))
         fabric.save(out_dir / "c.ckpt", {"model": model, "optimizer": optimizer, "step": 1})
@@ -262,11 +268,11 @@ def scenario_crash(out_dir: Path) -> None:
 
 
 def main(scenario: str, out_dir: Path, in_dir: Path | None) -> None:
+    if scenario == "crash":
+        scenario_crash(out_dir)
+        return
     dist.init_process_group("gloo")
     try:
-        if scenario == "crash":
-            scenario_crash(out_dir)
-            return
         result = scenario_train(out_dir, in_dir)
         torch.save(result, out_dir / f"rank{dist.get_rank()}.pt")
     finally:

@@ -13,6 +13,7 @@ import os
 import pickle
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,14 @@ def test_a_strategy_instance_serves_one_fabric():
         assert model._forward_module.find_unused_parameters
         with pytest.raises(RuntimeError, match="already belongs to a Fabric; create a new one"):
             Fabric(accelerator="cpu", strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", [DDPStrategy, FSDPStrategy])
+def test_the_timeout_reaches_the_process_group(strategy):
+    """A strategy's timeout is the process group's: a collective waiting on a dead peer fails after it."""
+    with Fabric(accelerator="cpu", strategy=strategy(timeout=timedelta(seconds=42))):
+        backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+        assert backend.options._timeout == timedelta(seconds=42)
 
 
 def test_wrap_policies_choose_the_units():
