@@ -491,6 +491,22 @@ def test_sharded_checkpoint_round_trip_in_one_process(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
 
 
+def test_a_sharded_load_into_another_model_is_strict_unless_told(tmp_path):
+    """Shards loaded into a model with more blocks: the missing keys are named, or with strict=False skipped."""
+    with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
+        model = fabric.setup(net())
+        fabric.save(tmp_path / "a.ckpt", {"model": model})
+        torch.manual_seed(5)
+        deeper = fabric.setup(Net(blocks=4))
+        with pytest.raises(RuntimeError, match=r"Missing key\(s\) in state_dict: \"blocks\.3\.norm\.weight\""):
+            fabric.load(tmp_path / "a.ckpt", {"model": deeper})
+        fabric.load(tmp_path / "a.ckpt", {"model": deeper}, strict=False)
+        saved, loaded = whole(model.state_dict()), whole(deeper.state_dict())
+        assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+        torch.manual_seed(5)
+        assert torch.equal(loaded["blocks.3.linear.weight"], Net(blocks=4).blocks[3].linear.weight)  # kept
+
+
 def test_a_crash_between_the_renames_loads_the_new_checkpoint(tmp_path, monkeypatch):
     """Killed after moving the old directory aside: load finds the new one, and the next save finishes the move."""
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:

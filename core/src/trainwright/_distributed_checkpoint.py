@@ -229,7 +229,11 @@ def save_sharded(
 def load_sharded(
     directory: Path, checkpoint_io: CheckpointIO, targets: Callable[[dict[str, Any]], dict[str, torch.Tensor]]
 ) -> dict[str, Any]:
-    """Read a checkpoint directory; ``DTensor`` entries are read into ``targets(skeleton)``, resharded.
+    """Read a checkpoint directory; its ``DTensor`` s are read into ``targets(skeleton)``, resharded.
+
+    A wanted tensor that the checkpoint lacks is left out, as is a stored one that is not
+    wanted (it stays ``None``): restoring the objects then reports them as missing or
+    unexpected keys, or skips them under ``strict=False``.
 
     Args:
         directory: a complete checkpoint directory (see ``locate``).
@@ -239,19 +243,15 @@ def load_sharded(
 
     Raises:
         ValueError: the metadata holds anything but tensor metadata, or cannot be read.
-        KeyError: a wanted tensor is not in the checkpoint.
     """
     import torch.distributed.checkpoint as dcp
 
     skeleton = checkpoint_io.load(directory / STATE_FILE)
-    wanted = targets(skeleton)
     reader = _safe_reader(directory)
     stored = reader.read_metadata().state_dict_metadata
-    missing = sorted(set(wanted) - set(stored))
-    if missing:
-        places = ", ".join(" -> ".join(map(str, json.loads(key))) for key in missing[:5])
-        raise KeyError(f"sharded checkpoint {str(directory)!r} has no tensor at {places}")
-    dcp.load(wanted, storage_reader=reader)
+    wanted = {key: tensor for key, tensor in targets(skeleton).items() if key in stored}
+    if wanted:
+        dcp.load(wanted, storage_reader=reader)
     return insert_tensors(skeleton, wanted)
 
 
