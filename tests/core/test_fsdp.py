@@ -578,6 +578,19 @@ def test_a_sharded_checkpoint_without_fsdp_says_how_to_load_it(tmp_path):
         Fabric(accelerator="cpu").load(tmp_path / "a.ckpt")
 
 
+def test_a_sharded_checkpoint_of_another_format_version_is_refused_before_its_shards_are_read(tmp_path):
+    """A directory whose state.pt has another format version is refused with both versions named."""
+    with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
+        state = trained_state(fabric)
+        fabric.save(tmp_path / "a.ckpt", state)
+        plain = CheckpointIO().load(tmp_path / "a.ckpt" / "state.pt")
+        plain[RESERVED_KEY]["format_version"] = FORMAT_VERSION + 1
+        CheckpointIO().save(plain, tmp_path / "a.ckpt" / "state.pt")
+        (tmp_path / "a.ckpt" / "__0_0.distcp").write_bytes(b"not read")
+        with pytest.raises(ValueError, match=f"has checkpoint format version {FORMAT_VERSION + 1}, but trainwright"):
+            fabric.load(tmp_path / "a.ckpt", fresh(fabric))
+
+
 def test_split_and_insert_are_inverse():
     """DTensor leaves leave the plain part as None and come back at the same places, int and str keys apart."""
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from trainwright import __version__
 from trainwright import _distributed_checkpoint as sharded
 from trainwright._wrappers import FabricModule, FabricOptimizer
-from trainwright.checkpoint import CheckpointIO, load_into, to_plain
+from trainwright.checkpoint import CheckpointIO, check_format, load_into, to_plain
 from trainwright.strategies._materialize import materialize
 from trainwright.strategies.environment import LaunchEnvironment
 from trainwright.strategies.parallel import ParallelStrategy
@@ -340,6 +341,7 @@ class FSDPStrategy(ParallelStrategy):
             return self.checkpoint_io.load(found)
 
         def targets(skeleton: dict[str, Any]) -> dict[str, torch.Tensor]:
+            check_format(skeleton, path, __version__)  # before reading shards laid out by another format
             wanted = {key: state[key] for key in (state or {}) if key in skeleton}
             shards = to_plain(wanted, state_dict=lambda obj: self.object_state_dict(obj, full=False))
             return sharded.split_dtensors(shards)[1]
