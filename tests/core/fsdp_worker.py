@@ -235,6 +235,12 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         accumulated = train(fabric, accumulate=2)
         result["accumulated"] = {k: accumulated[k] for k in ("final", "losses", "unsynced_grads")}
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
+        # Seeded differently on each rank: the shards must still come from rank 0's weights.
+        for empty_init in (False, True):
+            torch.manual_seed(rank)
+            with fabric.init_module(empty_init=empty_init):
+                model = Net()
+            result[f"rank-seeded initial, empty_init={empty_init}"] = full_weights(fabric.setup(model))
         meta = train(fabric, empty_init=True)
         result["fsdp_meta"] = {k: meta[k] for k in ("initial", "final", "losses")}
         result["compiled_losses"] = train(fabric, compile_model=True, steps=5)["losses"]

@@ -157,6 +157,18 @@ def test_initial_weights_do_not_depend_on_strategy_or_meta_init(two):
 
 
 @pytest.mark.slow
+def test_every_process_starts_from_rank_zeros_weights(two):
+    """Processes seeded differently (eager or meta-device build) all start from rank 0's weights, as under DDP."""
+    _, ranks = two
+    torch.manual_seed(0)
+    rank_zero = Net().state_dict()
+    for r in ranks:
+        for empty_init in (False, True):
+            initial = r[f"rank-seeded initial, empty_init={empty_init}"]
+            assert all(torch.equal(initial[k], rank_zero[k]) for k in rank_zero)
+
+
+@pytest.mark.slow
 def test_collectives_work_under_fsdp(two):
     """all_reduce and all_gather behave as under DDP."""
     _, ranks = two

@@ -158,11 +158,12 @@ class FSDPStrategy(ParallelStrategy):
             else MixedPrecisionPolicy()
         )
         offload_policy = CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy()
-        synced: set[int] = set()
+        units = [*_units(module, self.wrap_policy), module]
+        unit_ids = {id(unit) for unit in units}
 
         def shard(unit: torch.nn.Module) -> None:
             self.precision.convert_module(unit)
-            self._sync_from_rank_zero(unit, synced)
+            self._sync_from_rank_zero(unit, unit_ids)
             fully_shard(
                 unit,
                 mesh=self.mesh,
@@ -171,37 +172,39 @@ class FSDPStrategy(ParallelStrategy):
                 offload_policy=offload_policy,
             )
 
-        units = [*_units(module, self.wrap_policy), module]
         materialize(module, self.root_device, units, shard)
         self._sharded.append(module)
         return module
 
-    def _sync_from_rank_zero(self, unit: torch.nn.Module, synced: set[int]) -> None:
-        """Move the unit's unsharded tensors to the device and give every process rank zero's values."""
+    def _sync_from_rank_zero(self, unit: torch.nn.Module, unit_ids: set[int]) -> None:
+        """Move the unit's own tensors to the device and give every process rank zero's values.
+
+        The unit's own tensors are those outside the units nested in it, which were synced
+        (and sharded) before it.
+        """
         from torch.distributed.tensor import DTensor
 
         device = self.root_device
-        tensors = []
-        for submodule in unit.modules():
+        tensors: dict[int, torch.Tensor] = {}  # by id: a tensor tied within the unit is sent once
+        stack = [unit]
+        while stack:
+            submodule = stack.pop()
+            stack.extend(child for child in submodule.children() if id(child) not in unit_ids)
             for parameter in submodule._parameters.values():
-                if parameter is None or isinstance(parameter, DTensor):
-                    continue
+                if parameter is None or id(parameter) in tensors or isinstance(parameter, DTensor):
+                    continue  # a DTensor is tied to a nested unit's parameter, which is sharded already
                 if parameter.device != device:
                     parameter.data = parameter.data.to(device)  # in place: tied parameters stay tied
-                tensors.append(parameter.detach())
+                tensors[id(parameter)] = parameter.detach()
             for key, buffer in submodule._buffers.items():
-                if buffer is None:
+                if buffer is None or id(buffer) in tensors:
                     continue
                 if buffer.device != device:
                     submodule._buffers[key] = buffer = buffer.to(device)
-                tensors.append(buffer)
-        if self.world_size == 1:
-            return
-        for tensor in tensors:
-            if id(tensor.untyped_storage()) in synced:
-                continue
-            synced.add(id(tensor.untyped_storage()))
-            dist.broadcast(tensor, src=0)
+                tensors[id(buffer)] = buffer
+        if self.world_size > 1:
+            for tensor in tensors.values():
+                dist.broadcast(tensor, src=0)
 
     def no_backward_sync(self, module: torch.nn.Module) -> AbstractContextManager:
         """Accumulate unsharded gradients locally; the next backward outside reduce-scatters their sum."""
