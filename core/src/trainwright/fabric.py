@@ -189,8 +189,9 @@ class Fabric:
             The model alone if no optimizer is given, else ``(model, *optimizers)``.
 
         Raises:
-            TypeError: ``model`` is not an ``nn.Module`` or was set up already, or an optimizer
-                is not a ``torch.optim.Optimizer``.
+            TypeError: ``model`` is not an ``nn.Module`` or was set up already, an optimizer is
+                not a ``torch.optim.Optimizer``, or a model built on the meta device holds a
+                module that cannot be initialised (see ``init_module``).
             ValueError: an optimizer has already stepped on parameters that setting up replaces.
         """
         original, compile_over = unwrap_compiled(model)
