@@ -16,6 +16,7 @@ import copier_copy
 import cuda_autocast
 import cuda_lm_throughput
 import ddp_overhead
+import fsdp_memory
 import host_syncs
 import import_time
 import lm_throughput
@@ -66,6 +67,7 @@ def main() -> None:
         ("Host-device syncs per 100 steps of the generated project", host_syncs),
         ("Loggers: the same tiny MLP through `Fabric`, logging every 10 steps", logger_overhead),
         ("DDP on the CPU: 2 processes over gloo, MLP of 0.4 M parameters, SGD, 1 thread each", ddp_overhead),
+        ("FSDP against DDP on the CPU: 2 processes over gloo, 8.7 M parameters, AdamW, 1 thread each", fsdp_memory),
         ("bf16-mixed on one CUDA GPU: MLP of 50 M parameters, AdamW", cuda_autocast),
         ("Import time", import_time),
         ("Scaffolding a project", copier_copy),

@@ -1,16 +1,19 @@
 """Checkpoints: plain data, atomic writes, exact round trips and refusals with clear messages."""
 
+import io
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 
+import trainwright
 from tests.core.helpers import tiny_model
 from trainwright import Fabric
 from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, CheckpointIO
@@ -278,9 +281,31 @@ def test_scaler_state_round_trips_with_16_mixed(tmp_path):
 
 def test_checkpoint_io_creates_folders_and_replaces_atomically(tmp_path):
     """CheckpointIO creates missing folders and the written file replaces the old one whole."""
-    io = CheckpointIO()
+    checkpoint_io = CheckpointIO()
     path = tmp_path / "a" / "b" / "c.ckpt"
-    io.save({"v": 1}, path)
-    io.save({"v": 2}, path)
-    assert io.load(path) == {"v": 2}
+    checkpoint_io.save({"v": 1}, path)
+    checkpoint_io.save({"v": 2}, path)
+    assert checkpoint_io.load(path) == {"v": 2}
     assert os.listdir(path.parent) == ["c.ckpt"]
+
+
+@pytest.mark.parametrize("strategy", ["single", "ddp"])
+def test_single_and_ddp_files_are_torch_save_of_the_plain_state(tmp_path, strategy):
+    """A single-device or DDP checkpoint is byte for byte torch.save of the state dicts plus the format entry."""
+    with Fabric(accelerator="cpu", strategy=strategy) as fabric:
+        model, optimizer, scheduler, _ = trained_objects(fabric)
+        fabric.save(tmp_path / "a.ckpt", {"model": model, "optimizer": optimizer, "scheduler": scheduler, "n": 3})
+        expected = {
+            "model": OrderedDict(model.module.state_dict()),  # without torch's _metadata attribute
+            "optimizer": optimizer.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "n": 3,
+            RESERVED_KEY: {
+                "format_version": FORMAT_VERSION,
+                "trainwright_version": trainwright.__version__,
+                "precision": {},
+            },
+        }
+    buffer = io.BytesIO()
+    torch.save(expected, buffer)  # to a file object, as CheckpointIO writes, so the archive names agree
+    assert (tmp_path / "a.ckpt").read_bytes() == buffer.getvalue()

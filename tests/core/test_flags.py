@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from trainwright.flags import Flags, Hardware, resolve_flags
+from trainwright.flags import STRATEGIES, Flags, Hardware, resolve_flags
+from trainwright.strategies import STRATEGY_CLASSES, DDPStrategy, FSDPStrategy, SingleDeviceStrategy, Strategy
 
 CPU_ONLY = Hardware()
 ONE_GPU = Hardware(cuda_devices=1, cuda_bf16=True)
@@ -34,6 +35,13 @@ TORCHRUN = Hardware(world_size=4)
         ({"precision": "16-mixed"}, TWO_OLD_GPUS, Flags("cuda", (0,), "single", "16-mixed")),
         ({"precision": "64-true"}, CPU_ONLY, Flags("cpu", (0,), "single", "64-true")),
         ({"precision": "bf16-true", "accelerator": "cuda"}, ONE_GPU, Flags("cuda", (0,), "single", "bf16-true")),
+        ({"strategy": "fsdp"}, CPU_ONLY, Flags("cpu", (0,), "fsdp", "32-true")),
+        ({"strategy": "fsdp", "devices": 4}, FOUR_GPUS, Flags("cuda", (0, 1, 2, 3), "fsdp", "32-true")),
+        ({"strategy": "fsdp", "precision": "bf16-mixed"}, TORCHRUN, Flags("cpu", (0,), "fsdp", "bf16-mixed")),
+        ({"strategy": FSDPStrategy(state_dict_type="full")}, TORCHRUN, Flags("cpu", (0,), "fsdp", "32-true")),
+        ({"strategy": DDPStrategy(find_unused_parameters=True)}, FOUR_GPUS, Flags("cuda", (0,), "ddp", "32-true")),
+        ({"strategy": DDPStrategy(), "devices": -1}, FOUR_GPUS, Flags("cuda", (0, 1, 2, 3), "ddp", "32-true")),
+        ({"strategy": SingleDeviceStrategy()}, MAC, Flags("mps", (0,), "single", "32-true")),
     ],
 )
 def test_resolution(flags, hardware, expected):
@@ -58,7 +66,24 @@ def test_resolution(flags, hardware, expected):
             "precision='fp17' is not one of '32-true', '64-true', 'bf16-mixed', '16-mixed', 'bf16-true'",
         ),
         ({"precision": 16}, CPU_ONLY, "precision=16 is not one of"),
-        ({"strategy": "fsdp"}, CPU_ONLY, "strategy='fsdp' is not one of 'auto', 'single', 'ddp'"),
+        (
+            {"strategy": "deepspeed"},
+            CPU_ONLY,
+            "strategy='deepspeed' is not one of 'auto', 'single', 'ddp', 'fsdp', or a Strategy instance",
+        ),
+        ({"strategy": None}, CPU_ONLY, "strategy=None is not one of 'auto', 'single', 'ddp', 'fsdp'"),
+        (
+            {"strategy": DDPStrategy},
+            CPU_ONLY,
+            "strategy=DDPStrategy is a class; pass an instance, e.g. strategy=DDPStrategy()",
+        ),
+        (
+            {"strategy": SingleDeviceStrategy(), "devices": 2},
+            FOUR_GPUS,
+            "strategy='single' runs on one device, but devices=2 selects 2; use one of 'ddp', 'fsdp', or devices=1",
+        ),
+        ({"strategy": "fsdp"}, MAC, "strategy='fsdp' is not supported on mps, which has a single device"),
+        ({"strategy": DDPStrategy()}, MAC, "strategy='ddp' is not supported on mps"),
         ({"devices": 0}, CPU_ONLY, "devices=0 must be a positive count"),
         ({"devices": -2}, CPU_ONLY, "devices=-2 must be a positive count"),
         ({"devices": "many"}, CPU_ONLY, "devices='many' is not 'auto', a count"),
@@ -86,3 +111,28 @@ def test_probe_reads_world_size_from_environment():
     assert probe_hardware({}).world_size == 1
     with pytest.raises(ValueError, match="WORLD_SIZE='x' is not an integer"):
         probe_hardware({"WORLD_SIZE": "x"})
+
+
+def test_the_registry_is_the_one_list_of_strategy_names():
+    """The flag's allowed names are 'auto' plus the registry's keys, each the name of its class."""
+    assert ("auto", *STRATEGY_CLASSES) == STRATEGIES
+    assert all(cls.name == name for name, cls in STRATEGY_CLASSES.items())
+    assert set(STRATEGY_CLASSES) == {"single", "ddp", "fsdp"}
+
+
+def test_a_custom_strategy_instance_resolves_by_its_capabilities():
+    """A strategy outside the registry counts as its own name, and its class decides what it may span."""
+
+    class Pipeline(Strategy):
+        name = "pipeline"
+        distributed = True
+
+        @classmethod
+        def check_flags(cls, accelerator, precision):
+            if precision != "bf16-true":
+                raise ValueError(f"strategy='pipeline' needs precision='bf16-true', not {precision!r}")
+
+    flags = resolve_flags("cuda", 2, Pipeline(), "bf16-true", hardware=FOUR_GPUS)
+    assert flags == Flags("cuda", (0, 1), "pipeline", "bf16-true")
+    with pytest.raises(ValueError, match="needs precision='bf16-true', not '32-true'"):
+        resolve_flags("cuda", 2, Pipeline(), hardware=FOUR_GPUS)

@@ -30,7 +30,7 @@ def test_public_names_exist():
 
 
 def test_import_is_side_effect_free():
-    """Importing trainwright writes no environment variable, probes no device and imports nothing heavy."""
+    """Importing trainwright writes no environment variable, probes no device and imports nothing heavy (FSDP too)."""
     probe = """
 import json, os, sys
 before = dict(os.environ)
@@ -52,3 +52,6 @@ print(json.dumps({
     heavy = [m for m in result["new_modules"] if m.split(".")[0] in heavy_packages]
     assert heavy == []
     assert not any(m.startswith("torch.utils.tensorboard") for m in result["new_modules"])
+    # FSDP, distributed checkpoints, DTensor and the compiler load only when a job uses them.
+    lazy = ("torch.distributed.fsdp", "torch.distributed.checkpoint", "torch.distributed.tensor", "torch._dynamo")
+    assert [m for m in result["new_modules"] if m.startswith(lazy)] == []

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset
 
-from trainwright.strategies.sharding import _loader_settings
+from trainwright._loaders import loader_settings
 
 
 class _WithoutFirst:
@@ -38,7 +38,7 @@ def iterate_from(loader: DataLoader, start: int) -> Iterator[Any]:
         return iter(loader)
     if isinstance(loader.dataset, IterableDataset) or type(loader) is not DataLoader:
         return itertools.islice(iter(loader), start, None)
-    settings = {**_loader_settings(loader), "persistent_workers": False}
+    settings = {**loader_settings(loader), "persistent_workers": False}
     if loader.batch_sampler is None:  # automatic batching is off: the sampler yields one sample per batch
         rebuilt = DataLoader(loader.dataset, batch_size=None, sampler=_WithoutFirst(loader.sampler, start), **settings)
     else:

@@ -13,7 +13,7 @@ import os
 import pickle
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,23 +116,30 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def to_plain(obj: Any, where: str = "state") -> Any:
+def to_plain(obj: Any, where: str = "state", state_dict: Callable[[Any], Any] | None = None) -> Any:
     """Convert ``obj`` to plain data: objects with ``state_dict`` are replaced by it.
+
+    Args:
+        obj: the state to convert.
+        where: how error messages name ``obj``.
+        state_dict: what an object with ``state_dict`` becomes; ``obj.state_dict()`` by default.
+            A strategy passes its own, e.g. to gather a sharded model.
 
     Raises:
         TypeError: something in ``obj`` is neither plain data nor has a ``state_dict``; the
             message gives its place, e.g. ``state['callbacks'][2]``.
     """
-    state_dict = getattr(obj, "state_dict", None)
-    if callable(state_dict) and not isinstance(obj, type):
-        return to_plain(state_dict(), f"{where}.state_dict()")
+    method = getattr(obj, "state_dict", None)
+    if callable(method) and not isinstance(obj, type):
+        value = method() if state_dict is None else state_dict(obj)
+        return to_plain(value, f"{where}.state_dict()", state_dict)
     if isinstance(obj, _LEAF_TYPES):
         return obj
     if isinstance(obj, Mapping):
         container = OrderedDict if isinstance(obj, OrderedDict) else dict
-        return container((k, to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
+        return container((k, to_plain(v, f"{where}[{k!r}]", state_dict)) for k, v in obj.items())
     if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        items = [to_plain(v, f"{where}[{i}]", state_dict) for i, v in enumerate(obj)]
         return items if isinstance(obj, list) else set(items) if isinstance(obj, (set, frozenset)) else tuple(items)
     raise TypeError(
         f"{where} is a {type(obj).__qualname__}, which a checkpoint cannot hold: checkpoints are plain data "
@@ -141,13 +148,26 @@ def to_plain(obj: Any, where: str = "state") -> Any:
     )
 
 
+def load_into(target: Any, value: Any, strict: bool = True) -> None:
+    """Call ``target.load_state_dict(value)``, passing ``strict`` to modules."""
+    if isinstance(target, torch.nn.Module):
+        target.load_state_dict(value, strict=strict)
+    else:
+        target.load_state_dict(value)
+
+
 def restore(
-    state: dict[str, Any], checkpoint: Mapping[str, Any], strict: bool = True, where: str = "checkpoint"
+    state: dict[str, Any],
+    checkpoint: Mapping[str, Any],
+    strict: bool = True,
+    where: str = "checkpoint",
+    load: Callable[[Any, Any, bool], None] = load_into,
 ) -> None:
     """Load ``checkpoint`` into ``state`` in place.
 
-    Objects with ``load_state_dict`` load their entry; nested dicts are restored key by key;
-    any other value in ``state`` is replaced by the checkpoint's.
+    Objects with ``load_state_dict`` load their entry (through ``load``, which a strategy may
+    replace); nested dicts are restored key by key; any other value in ``state`` is replaced by
+    the checkpoint's.
 
     Raises:
         KeyError: ``strict`` and an entry of ``state`` is missing from the checkpoint.
@@ -159,13 +179,36 @@ def restore(
                 raise KeyError(f"{where} has no entry {key!r} (it has {known}); pass strict=False to skip it")
             continue
         value = checkpoint[key]
-        load_state_dict = getattr(target, "load_state_dict", None)
-        if callable(load_state_dict) and not isinstance(target, type):
-            if isinstance(target, torch.nn.Module):
-                load_state_dict(value, strict=strict)
-            else:
-                load_state_dict(value)
+        if callable(getattr(target, "load_state_dict", None)) and not isinstance(target, type):
+            load(target, value, strict)
         elif isinstance(target, dict) and isinstance(value, Mapping):
-            restore(target, value, strict, f"{where}[{key!r}]")
+            restore(target, value, strict, f"{where}[{key!r}]", load)
         else:
             state[key] = value
+
+
+def check_format(checkpoint: Mapping[str, Any], path: str | os.PathLike, reader_version: str) -> dict[str, Any]:
+    """Return the checkpoint's own entry (format version, precision state) after checking it.
+
+    Args:
+        checkpoint: what the file held.
+        path: where it came from, for the messages.
+        reader_version: the trainwright version reading it, for the messages.
+
+    Raises:
+        ValueError: the checkpoint was not written by ``Fabric.save``, or has a format version
+            this release cannot read.
+    """
+    meta = checkpoint.get(RESERVED_KEY)
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"load(): {str(path)!r} was not written by Fabric.save (it has no {RESERVED_KEY!r} entry); "
+            "read it with torch.load(path, weights_only=True)"
+        )
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"load(): {str(path)!r} has checkpoint format version {version!r}, but trainwright {reader_version} "
+            f"reads format version {FORMAT_VERSION}"
+        )
+    return meta

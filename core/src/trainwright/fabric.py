@@ -13,16 +13,17 @@ import torch
 
 from trainwright import __version__
 from trainwright._collections import apply_to_tensors, move_to_device
+from trainwright._compile import unwrap_compiled
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
 from trainwright._scalars import read_scalars
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
-from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, restore, to_plain
+from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, check_format, restore, to_plain
 from trainwright.flags import probe_hardware, resolve_flags
 from trainwright.loggers.base import STATUSES, Logger, flatten_params
 from trainwright.precision import PRECISION_CLASSES
 from trainwright.seed import seed_everything
-from trainwright.strategies import strategy_class
+from trainwright.strategies import create_strategy
 
 if TYPE_CHECKING:
     from trainwright.accelerators import Accelerator
@@ -50,7 +51,10 @@ class Fabric:
     Args:
         accelerator: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"`` or ``"mps"``.
         devices: ``"auto"``, a count, ``-1`` for all, or a list of indices such as ``[1]``.
-        strategy: ``"auto"``, ``"single"`` or ``"ddp"``.
+        strategy: ``"auto"``, ``"single"``, ``"ddp"`` or ``"fsdp"``, or a ``Strategy`` instance
+            carrying its own options, e.g. ``DDPStrategy(find_unused_parameters=True)`` or
+            ``FSDPStrategy(state_dict_type="full")`` from ``trainwright.strategies``. Fabric
+            connects it to the accelerator and precision; an instance serves one Fabric.
         precision: ``"32-true"``, ``"64-true"``, ``"bf16-mixed"``, ``"16-mixed"`` (with a
             gradient scaler) or ``"bf16-true"``.
         callbacks: ``None``, one callback, or an iterable of them; kept in ``self.callbacks``,
@@ -72,16 +76,15 @@ class Fabric:
         self,
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = "auto",
-        strategy: str = "auto",
+        strategy: str | Strategy = "auto",
         precision: str = "32-true",
         callbacks: object = None,
         loggers: Logger | Iterable[Logger] | None = None,
     ) -> None:
         flags = resolve_flags(accelerator, devices, strategy, precision, hardware=probe_hardware())
         precision_impl = PRECISION_CLASSES[flags.precision](flags.accelerator)
-        self._strategy = strategy_class(flags.strategy).from_flags(
-            flags, ACCELERATOR_CLASSES[flags.accelerator], precision_impl
-        )
+        self._strategy = create_strategy(strategy, flags.strategy)
+        self._strategy.connect(flags, ACCELERATOR_CLASSES[flags.accelerator], precision_impl)
         self.flags = flags
         self.callbacks: list = _as_list(callbacks, "callbacks")
         self.loggers: list[Logger] = _as_list(loggers, "loggers")
@@ -141,67 +144,97 @@ class Fabric:
 
     # -- the training loop -------------------------------------------------------------------
 
+    def init_module(self, empty_init: bool | None = None) -> AbstractContextManager:
+        """Build a model inside this context, where ``setup`` will want it.
+
+        With ``empty_init=True`` the model is built on the meta device: nothing is allocated
+        and nothing is initialised until ``setup``, which allocates it on ``device`` (one
+        shard per process under FSDP) and initialises it. With ``empty_init=False`` it is
+        built directly on ``device``. ``None`` (the default) means ``True`` under FSDP and
+        ``False`` otherwise.
+
+        Initialisation after building on the meta device calls ``reset_parameters()`` on every
+        module that holds parameters or buffers, children before parents, then the model's own
+        ``init_weights()`` if it has one. For the same seed the weights equal those of the same
+        model built directly on a device when each module draws its random numbers in
+        ``reset_parameters()`` at the end of its ``__init__``, as torch's modules do (see
+        docs/distributed.md for the exact rule). Create the optimizers inside or after this
+        context from the model's parameters; ``setup`` points them at the allocated ones.
+
+        Raises:
+            TypeError: (from ``setup``) a module holds tensors but has no ``reset_parameters()``,
+                and the model has no ``init_weights()``.
+        """
+        return self._strategy.module_init_context(empty_init)
+
     @overload
     def setup(self, model: M) -> M: ...
     @overload
     def setup(self, model: M, *optimizers: torch.optim.Optimizer) -> tuple[Any, ...]: ...
     def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
-        """Cast and move ``model`` and wrap it and its optimizers for this run.
+        """Cast and move ``model`` (shard it, under FSDP) and wrap it and its optimizers for this run.
 
-        Create the optimizers from the model's parameters before calling this. The returned
-        model runs its forward pass in the chosen precision; the returned optimizers step
-        through the strategy (and a gradient scaler where there is one), and remain instances
-        of their own classes.
+        Create the optimizers from the model's parameters before calling this: where setting up
+        replaces parameters (a model built with ``init_module(empty_init=True)``, or one that
+        FSDP shards), their parameter groups are pointed at the new ones by name. An optimizer
+        created afterwards, from the returned model's parameters, goes to ``setup_optimizers``.
+        The returned model runs its forward pass in the chosen precision; the returned
+        optimizers step through the strategy (and a gradient scaler where there is one), and
+        remain instances of their own classes.
+
+        A compiled model is accepted both ways. ``model.compile()`` (in place, recommended) keeps
+        the model's class and keys, and each strategy wraps it as it is. A ``torch.compile(model)``
+        result is unwrapped: the strategy sets up the original model, and the compilation is
+        applied on top of what the strategy returns (the ``DistributedDataParallel`` wrapper, under
+        DDP). Either way checkpoint keys never carry ``_orig_mod.``.
 
         Returns:
             The model alone if no optimizer is given, else ``(model, *optimizers)``.
 
         Raises:
-            TypeError: ``model`` is not an ``nn.Module`` or was set up already, or an optimizer
-                is not a ``torch.optim.Optimizer``.
+            TypeError: ``model`` is not an ``nn.Module`` or was set up already, an optimizer is
+                not a ``torch.optim.Optimizer``, or a model built on the meta device holds a
+                module that cannot be initialised (see ``init_module``).
+            ValueError: an optimizer has already stepped on parameters that setting up replaces.
         """
-        if isinstance(model, FabricModule):
+        original, compile_over = unwrap_compiled(model)
+        if isinstance(original, FabricModule):
             raise TypeError("setup(): this model was already set up; pass the original model")
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"setup(): model must be a torch.nn.Module, got {type(model).__qualname__}")
-        self._check_optimizers("setup", optimizers)
-        forward_module = self._strategy.setup_module(model)
-        wrapped = FabricModule(forward_module, model, self._strategy.precision)
+        self._check_optimizers("setup()", optimizers)
+        forward_module, optimizers = self._strategy.setup_module_and_optimizers(original, optimizers)
+        if compile_over is not None:
+            forward_module = compile_over(forward_module)
+        wrapped = FabricModule(forward_module, original, self._strategy.precision)
         if not optimizers:
             return wrapped
-        return (wrapped, *self._wrap_optimizers(optimizers))
+        return (wrapped, *(wrap_optimizer(o, self._strategy) for o in optimizers))
 
     def setup_optimizers(self, *optimizers: torch.optim.Optimizer) -> Any:
-        """Wrap optimizers created from the parameters of a model that ``setup`` already returned.
-
-        Use it when the optimizer must see the model as the strategy placed it: on its device
-        (say, for ``fused=True``) or sharded. ``setup(model, optimizer)`` does the same in one call.
+        """Wrap optimizers created after ``setup(model)`` from the returned model's parameters.
 
         Returns:
             One optimizer for one argument, else a tuple in the same order.
 
         Raises:
-            TypeError: no optimizer is given, one is not a ``torch.optim.Optimizer``, or one
-                was set up already.
+            TypeError: no optimizer is given, or one is not a ``torch.optim.Optimizer`` or was set up already.
         """
         if not optimizers:
             raise TypeError("setup_optimizers() needs at least one optimizer")
-        self._check_optimizers("setup_optimizers", optimizers)
-        wrapped = self._wrap_optimizers(optimizers)
-        return wrapped[0] if len(wrapped) == 1 else wrapped
+        self._check_optimizers("setup_optimizers()", optimizers)
+        wrapped = [wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers]
+        return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
     @staticmethod
-    def _check_optimizers(method: str, optimizers: Sequence[Any]) -> None:
+    def _check_optimizers(where: str, optimizers: Sequence[object]) -> None:
         for i, optimizer in enumerate(optimizers):
             if isinstance(optimizer, FabricOptimizer):
-                raise TypeError(f"{method}(): optimizer {i} was already set up; pass the original optimizer")
+                raise TypeError(f"{where}: optimizer {i} was already set up; pass the original optimizer")
             if not isinstance(optimizer, torch.optim.Optimizer):
                 raise TypeError(
-                    f"{method}(): optimizer {i} must be a torch.optim.Optimizer, got {type(optimizer).__qualname__}"
+                    f"{where}: optimizer {i} must be a torch.optim.Optimizer, got {type(optimizer).__qualname__}"
                 )
-
-    def _wrap_optimizers(self, optimizers: Sequence[torch.optim.Optimizer]) -> tuple[torch.optim.Optimizer, ...]:
-        return tuple(wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers)
 
     def setup_dataloaders(
         self,
@@ -503,6 +536,11 @@ class Fabric:
         checkpoint format version and the precision's state (the gradient scale). The loggers
         are flushed first, so that their files hold every step that the checkpoint has seen.
 
+        Under FSDP every process calls this: with ``FSDPStrategy(state_dict_type="sharded")``
+        (the default) ``path`` becomes a directory that each process writes its shards into,
+        without gathering; with ``"full"`` the model and optimizer state are gathered to rank
+        zero, which writes one file in the format above. Both replace ``path`` atomically.
+
         Raises:
             TypeError: ``state`` is not a mapping, or holds something that is not plain data.
             ValueError: ``state`` uses the reserved key ``"__trainwright__"``.
@@ -513,7 +551,7 @@ class Fabric:
             raise ValueError(f"save(): the key {RESERVED_KEY!r} is reserved for trainwright's own entry")
         if self._strategy.is_global_zero:
             self._flush_loggers()  # a checkpoint must not count steps whose metrics are only in memory
-        checkpoint = to_plain(dict(state))
+        checkpoint = to_plain(dict(state), state_dict=self._strategy.object_state_dict)
         checkpoint[RESERVED_KEY] = {
             "format_version": FORMAT_VERSION,
             "trainwright_version": __version__,
@@ -527,6 +565,9 @@ class Fabric:
         Objects in ``state`` with ``load_state_dict`` load their entry; other values are
         replaced. Loading uses ``weights_only=True``, so a checkpoint cannot run code.
 
+        Under FSDP, either format loads, on any number of processes: a sharded directory is
+        resharded for this job, a full file is sharded as it is read.
+
         Returns:
             The checkpoint's entries that ``state`` did not ask for (all of them if ``state``
             is ``None``).
@@ -537,23 +578,14 @@ class Fabric:
                 ``Fabric.save``, or has a format version this release cannot read.
             KeyError: ``strict`` and an entry of ``state`` is missing from the checkpoint.
         """
-        checkpoint = self._strategy.load_checkpoint(path)
-        meta = checkpoint.pop(RESERVED_KEY, None)
-        if not isinstance(meta, dict):
-            raise ValueError(
-                f"load(): {str(path)!r} was not written by Fabric.save (it has no {RESERVED_KEY!r} entry); "
-                "read it with torch.load(path, weights_only=True)"
-            )
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"load(): {str(path)!r} has checkpoint format version {version!r}, but trainwright {__version__} "
-                f"reads format version {FORMAT_VERSION}"
-            )
+        checkpoint = self._strategy.load_checkpoint(path, state)
+        meta = check_format(checkpoint, path, __version__)
+        del checkpoint[RESERVED_KEY]
         self._strategy.precision.load_state_dict(meta.get("precision") or {})
         if state is None:
             return checkpoint
-        restore(state, checkpoint, strict=strict, where=f"checkpoint {str(path)!r}")
+        where = f"checkpoint {str(path)!r}"
+        restore(state, checkpoint, strict=strict, where=where, load=self._strategy.load_object_state)
         return {key: value for key, value in checkpoint.items() if key not in state}
 
     # -- lifetime ----------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
+from trainwright.strategies import STRATEGY_CLASSES, Strategy
 from trainwright.strategies.environment import env_int
 
 ACCELERATORS = ("auto", "cpu", "cuda", "mps")
-STRATEGIES = ("auto", "single", "ddp")
+STRATEGIES = ("auto", *STRATEGY_CLASSES)
 PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -44,7 +45,8 @@ class Flags:
     Attributes:
         accelerator: ``"cpu"``, ``"cuda"`` or ``"mps"``.
         devices: indices of the devices this job uses (for cpu, one index per process).
-        strategy: ``"single"`` or ``"ddp"``.
+        strategy: the name of the strategy, a key of ``trainwright.strategies.STRATEGY_CLASSES``
+            (or of the ``Strategy`` instance given).
         precision: one of ``PRECISIONS``.
     """
 
@@ -75,6 +77,20 @@ def _check_choice(name: str, value: object, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{name}={value!r} is not one of {_choices(allowed)}")
     return value
+
+
+def _strategy_class(strategy: object) -> type[Strategy] | None:
+    """The class a strategy flag names (``None`` for ``"auto"``), or of the instance given."""
+    if isinstance(strategy, Strategy):
+        return type(strategy)
+    if isinstance(strategy, type) and issubclass(strategy, Strategy):
+        raise ValueError(
+            f"strategy={strategy.__name__} is a class; pass an instance, e.g. strategy={strategy.__name__}(), "
+            f"or a name: {_choices(STRATEGIES)}"
+        )
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not one of {_choices(STRATEGIES)}, or a Strategy instance")
+    return None if strategy == "auto" else STRATEGY_CLASSES[strategy]
 
 
 def _parse_devices(devices: object) -> int | tuple[int, ...] | None:
@@ -111,7 +127,7 @@ def _parse_devices(devices: object) -> int | tuple[int, ...] | None:
 def resolve_flags(
     accelerator: str = "auto",
     devices: int | str | Sequence[int] = "auto",
-    strategy: str = "auto",
+    strategy: str | Strategy = "auto",
     precision: str = "32-true",
     *,
     hardware: Hardware,
@@ -120,14 +136,16 @@ def resolve_flags(
 
     ``accelerator="auto"`` picks cuda, then mps, then cpu. ``devices="auto"`` is one device,
     also under a launcher, where each process has its own. ``strategy="auto"`` is ``"ddp"`` when more than
-    one process or device is involved, ``"single"`` otherwise.
+    one process or device is involved, ``"single"`` otherwise. A ``Strategy`` instance counts as
+    its name; its class says whether it may span several devices (``distributed``) and which
+    accelerators and precisions it runs (``check_flags``).
 
     Raises:
         ValueError: a flag has an unknown value, asks for hardware that is not there, or does
             not fit with another flag. The message names the flag and what would be valid.
     """
     accelerator = _check_choice("accelerator", accelerator, ACCELERATORS)
-    strategy = _check_choice("strategy", strategy, STRATEGIES)
+    strategy_cls = _strategy_class(strategy)
     precision = _check_choice("precision", precision, PRECISIONS)
     requested = _parse_devices(devices)
 
@@ -159,12 +177,14 @@ def resolve_flags(
             )
         indices = requested
 
-    if strategy == "auto":
-        strategy = "ddp" if len(indices) > 1 or hardware.world_size > 1 else "single"
-    elif strategy == "single" and len(indices) > 1:
+    if strategy_cls is None:
+        strategy_cls = STRATEGY_CLASSES["ddp" if len(indices) > 1 or hardware.world_size > 1 else "single"]
+    name = strategy_cls.name or strategy_cls.__name__
+    if not strategy_cls.distributed and len(indices) > 1:
+        several = _choices([n for n, cls in STRATEGY_CLASSES.items() if cls.distributed])
         raise ValueError(
-            f"strategy='single' runs on one device, but devices={devices!r} selects {len(indices)}; "
-            "use strategy='ddp' or devices=1"
+            f"strategy={name!r} runs on one device, but devices={devices!r} selects {len(indices)}; "
+            f"use one of {several}, or devices=1"
         )
 
     if precision.startswith("bf16") and accelerator == "cuda" and not hardware.cuda_bf16:
@@ -172,8 +192,7 @@ def resolve_flags(
             f"precision={precision!r} needs bfloat16 support, which these CUDA devices lack "
             "(compute capability below 8.0); use '16-mixed' or '32-true'"
         )
-    if strategy == "ddp" and accelerator == "mps":
-        raise ValueError("strategy='ddp' is not supported on mps, which has a single device; use devices=1")
     if precision == "64-true" and accelerator == "mps":
         raise ValueError("precision='64-true' is not supported on mps, which has no float64; use '32-true'")
-    return Flags(accelerator=accelerator, devices=indices, strategy=strategy, precision=precision)
+    strategy_cls.check_flags(accelerator, precision)
+    return Flags(accelerator=accelerator, devices=indices, strategy=name, precision=precision)

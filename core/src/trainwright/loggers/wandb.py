@@ -166,8 +166,12 @@ class WandbLogger(Logger):
         import wandb
 
         self.save_dir.mkdir(parents=True, exist_ok=True)
+        # wandb reads WANDB_MODE once per process, when it first sets itself up; read it here, so
+        # that the mode in force when this run starts is the one it gets.
+        mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
         run = wandb.init(
             **{
+                **mode,
                 "dir": str(self.save_dir),
                 "project": self.project,
                 "name": self.name,

@@ -1,193 +1,79 @@
-"""Distributed data parallel: one process per device, gradients averaged over ``torch.distributed``."""
+"""Distributed data parallel: a full copy of the model per process, gradients averaged in backward."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from trainwright.checkpoint import CheckpointIO
-from trainwright.strategies.base import Strategy
 from trainwright.strategies.environment import LaunchEnvironment
-from trainwright.strategies.sharding import shard_dataloader
+from trainwright.strategies.parallel import ParallelStrategy
 
-if TYPE_CHECKING:
-    from trainwright.accelerators import Accelerator
-    from trainwright.flags import Flags
-    from trainwright.precision import Precision
-
-_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+#: DistributedDataParallel arguments the strategy sets itself.
+_OWN_ARGUMENTS = ("module", "device_ids", "output_device", "process_group", "device_mesh")
 
 
-class DDPStrategy(Strategy):
-    """Runs one copy of the loop per process, as ``torchrun`` started them, over one process group.
+class DDPStrategy(ParallelStrategy):
+    """Wraps the model in ``DistributedDataParallel``, which averages the gradients in the backward pass.
 
-    The process group uses nccl on CUDA and gloo on the CPU. Each process computes on the
-    device of its local rank, wraps the model in ``DistributedDataParallel`` (which averages
-    the gradients in the backward pass) and reads its own shard of every data loader.
-
-    Without a launcher (no ``WORLD_SIZE`` in the environment) the job is this process alone,
-    with an in-memory store: useful for testing the distributed code path on one machine.
+    Every process holds the whole model and its optimizer state; choose ``FSDPStrategy`` when
+    they no longer fit on one device.
 
     Args:
-        accelerator: the device of this process.
-        precision: the numeric format of the forward and backward passes.
-        checkpoint_io: reads and writes checkpoint files.
+        find_unused_parameters: let the backward pass finish when some parameters took no part
+            in the forward pass (a branch not taken, a head not used for this batch). Without
+            it such a model fails in its first backward pass; with it, each step costs a little
+            more, so leave it off for models that use every parameter.
+        timeout: how long a collective waits for the other processes before failing.
         environment: this process's place in the job; read from the environment by default.
-        timeout: how long a collective waits for the other processes before failing, so that
-            a job whose peer died ends with an error instead of hanging.
-        **ddp_kwargs: passed to ``DistributedDataParallel``, e.g. ``find_unused_parameters=True``.
+        checkpoint_io: reads and writes checkpoint files.
+        **ddp_kwargs: further ``DistributedDataParallel`` arguments, e.g. ``static_graph=True``
+            or ``gradient_as_bucket_view=True``.
+
+    Raises:
+        TypeError: an argument ``DistributedDataParallel`` does not take, or one the strategy
+            sets itself (``device_ids``, ``process_group``, ...).
     """
 
     name = "ddp"
 
     def __init__(
         self,
-        accelerator: Accelerator,
-        precision: Precision,
-        checkpoint_io: CheckpointIO | None = None,
-        environment: LaunchEnvironment | None = None,
+        *,
+        find_unused_parameters: bool = False,
         timeout: timedelta = timedelta(minutes=30),
+        environment: LaunchEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
         **ddp_kwargs: Any,
     ) -> None:
-        super().__init__(accelerator, precision, checkpoint_io)
-        self.environment = environment or LaunchEnvironment.from_environ()
-        self.timeout = timeout
+        super().__init__(timeout=timeout, environment=environment, checkpoint_io=checkpoint_io)
+        accepted = set(inspect.signature(DistributedDataParallel.__init__).parameters) - {"self", *_OWN_ARGUMENTS}
+        for key in ddp_kwargs:
+            if key in _OWN_ARGUMENTS:
+                raise TypeError(f"DDPStrategy(): {key} is set by the strategy from the device it selects; leave it out")
+            if key not in accepted:
+                raise TypeError(
+                    f"DDPStrategy(): DistributedDataParallel takes no argument {key!r}; it takes "
+                    f"{', '.join(sorted(accepted))}"
+                )
+        self.find_unused_parameters = find_unused_parameters
         self.ddp_kwargs = ddp_kwargs
-        self._owns_group = False
-
-    @classmethod
-    def from_flags(cls, flags: Flags, accelerator_cls: type[Accelerator], precision: Precision) -> DDPStrategy:
-        """Pick this process's device: ``devices[LOCAL_RANK]``, or ``cuda:LOCAL_RANK`` for ``devices='auto'``.
-
-        Raises:
-            ValueError: more devices were asked for than processes were launched, or the
-                launcher started more processes on this node than there are devices.
-        """
-        env = LaunchEnvironment.from_environ()
-        devices = flags.devices
-        if len(devices) > 1 and len(devices) != env.local_world_size:
-            if not env.launched:
-                raise ValueError(
-                    f"devices={len(devices)} with strategy='ddp' needs one process per device; start them with "
-                    f"`torchrun --nproc-per-node={len(devices)} <your script or -m module> ...`"
-                )
-            raise ValueError(
-                f"devices={len(devices)} does not match the {env.local_world_size} processes torchrun started "
-                "on this node; pass --nproc-per-node equal to devices, or devices='auto'"
-            )
-        if len(devices) > 1:
-            index = devices[env.local_rank]
-        elif env.world_size > 1 and flags.accelerator == "cuda":
-            index = env.local_rank
-            if index >= torch.cuda.device_count():
-                raise ValueError(
-                    f"LOCAL_RANK={index} has no GPU: this node has {torch.cuda.device_count()} CUDA devices; "
-                    "start at most that many processes per node"
-                )
-        else:
-            index = devices[0]
-        return cls(accelerator_cls(index), precision, environment=env)
-
-    @property
-    def global_rank(self) -> int:
-        return self.environment.rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.environment.local_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.environment.world_size
-
-    @property
-    def backend(self) -> str:
-        return "nccl" if self.root_device.type == "cuda" else "gloo"
-
-    def setup_environment(self) -> None:
-        """Select the device and join (or create) the process group.
-
-        Raises:
-            RuntimeError: ``torch.distributed`` is not available in this build of torch, or a
-                process group that already exists has a different world size.
-        """
-        super().setup_environment()
-        if not dist.is_available():
-            raise RuntimeError("strategy='ddp' needs torch.distributed, which this build of torch lacks")
-        env = self.environment
-        if dist.is_initialized():  # someone else made it; use it, and leave its teardown to them
-            if dist.get_world_size() != env.world_size:
-                raise RuntimeError(
-                    f"a process group of {dist.get_world_size()} processes exists, but WORLD_SIZE={env.world_size}"
-                )
-            return
-        if env.launched:
-            # torchrun's agent holds the store at MASTER_ADDR:MASTER_PORT; env:// joins it.
-            dist.init_process_group(self.backend, init_method="env://", timeout=self.timeout)
-        else:
-            dist.init_process_group(self.backend, store=dist.HashStore(), rank=0, world_size=1, timeout=self.timeout)
-        self._owns_group = True
 
     def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
         module = super().setup_module(module)
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to synchronise, and DDP refuses such a module
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
-
-    def process_dataloader(
-        self, dataloader: torch.utils.data.DataLoader, evaluation: bool = False
-    ) -> torch.utils.data.DataLoader:
-        # Every process must shuffle alike: they all take rank zero's seed. Training shards are
-        # padded to equal length; evaluation shards are not, so that no sample counts twice.
-        seed = self.broadcast(torch.initial_seed() % 2**32)
-        return shard_dataloader(dataloader, self.world_size, self.global_rank, seed, pad=not evaluation)
+        return DistributedDataParallel(
+            module, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters, **self.ddp_kwargs
+        )
 
     def no_backward_sync(self, module: torch.nn.Module) -> AbstractContextManager:
         no_sync = getattr(module, "no_sync", None)
         return no_sync() if callable(no_sync) else contextlib.nullcontext()
-
-    def barrier(self, name: str | None = None) -> None:
-        if self.backend == "nccl":
-            dist.barrier(device_ids=[self.root_device.index])
-        else:
-            dist.barrier()
-
-    def broadcast(self, obj: Any, src: int = 0) -> Any:
-        box = [obj]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]
-
-    def all_reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
-        result = tensor.detach().clone()  # the caller's tensor is left as it was
-        dist.all_reduce(result, op=_REDUCE_OPS[op])
-        return result / self.world_size if op == "mean" else result
-
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        tensor = tensor.detach().contiguous()
-        gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(gathered, tensor)
-        return torch.stack(gathered)
-
-    def all_gather_object(self, obj: Any) -> list[Any]:
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-    def teardown(self) -> None:
-        """Destroy the process group this strategy created (not one it found)."""
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-        self._owns_group = False
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(device={str(self.root_device)!r}, precision={self.precision.name!r}, "
-            f"rank={self.global_rank}, world_size={self.world_size})"
-        )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
+
+from trainwright._loaders import loader_settings
 
 
 class ShardedSampler(Sampler[int]):
@@ -119,7 +120,7 @@ def shard_dataloader(loader: DataLoader, num_replicas: int, rank: int, seed: int
         sharded = DistributedSampler(loader.dataset, num_replicas, rank, shuffle=True, seed=seed)
     else:
         sharded = ShardedSampler(sampler, num_replicas, rank)
-    settings = _loader_settings(loader)
+    settings = loader_settings(loader)
     if batch_sampler is None:  # automatic batching is off: the loader yields single samples
         return DataLoader(loader.dataset, batch_size=None, sampler=sharded, **settings)
     return DataLoader(
@@ -129,22 +130,3 @@ def shard_dataloader(loader: DataLoader, num_replicas: int, rank: int, seed: int
         sampler=sharded,
         **settings,
     )
-
-
-def _loader_settings(loader: DataLoader) -> dict[str, Any]:
-    """The keyword arguments that rebuild ``loader`` around another sampler: workers, collation, pinning..."""
-    settings = {
-        "num_workers": loader.num_workers,
-        "collate_fn": loader.collate_fn,
-        "pin_memory": loader.pin_memory,
-        "timeout": loader.timeout,
-        "worker_init_fn": loader.worker_init_fn,
-        "multiprocessing_context": loader.multiprocessing_context,
-        "generator": loader.generator,
-        "prefetch_factor": loader.prefetch_factor,
-        "persistent_workers": loader.persistent_workers,
-        "pin_memory_device": loader.pin_memory_device,
-    }
-    if hasattr(loader, "in_order"):  # torch 2.6 and later
-        settings["in_order"] = loader.in_order
-    return settings
