@@ -26,6 +26,7 @@ from .hooks import HOOKS
 from .preemption import Preempted, PreemptionHandler
 from .run_dir import record_run, upload_artifacts
 from .schedule import schedule_length
+from .strategy import strategy_for
 from .task import Task
 
 _END = object()  # the end of a data loader's iterator
@@ -52,7 +53,7 @@ class Trainer:
         self.fabric = Fabric(
             accelerator=config.accelerator,
             devices=config.devices,
-            strategy=config.strategy,
+            strategy=strategy_for(config),
             precision=config.precision,
             callbacks=list(callbacks),
             loggers=list(loggers),
@@ -138,7 +139,8 @@ class Trainer:
         train_loader = fabric.setup_dataloaders(train_loader)
         if val_loader is not None:  # every sample once on some process, so that the mean is exact
             val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
-        model = task.build_model()
+        with fabric.init_module():  # under FSDP on the meta device: nothing is allocated until it is sharded
+            model = task.build_model()
         if config.compile:
             model.compile()  # in place, so the checkpoint's keys are those of the plain model
         self.model = fabric.setup(model)

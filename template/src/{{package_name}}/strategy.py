@@ -1,0 +1,44 @@
+"""How a run spreads over processes: the strategy that ``config.strategy`` names, with its options.
+
+``ddp`` keeps a whole copy of the model on every process and averages the gradients; ``fsdp``
+(FSDP2) shards the parameters, gradients and optimizer state across the processes, for models
+that do not fit on one device with their optimizer. Both run under ``torchrun`` (scripts/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from trainwright.strategies import FSDPStrategy, Strategy
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+@dataclass
+class FSDPConfig:
+    """Settings of ``strategy="fsdp"``; set as ``--fsdp.<field>=...`` or an ``[fsdp]`` table.
+
+    The model is sharded one unit per block (each module of an ``nn.ModuleList``, such as a
+    transformer's blocks), then the rest as one unit: see ``FSDPStrategy`` to shard otherwise.
+    """
+
+    reshard_after_forward: bool = field(
+        default=True, metadata={"help": "free a unit's gathered weights after its forward: less memory, more traffic"}
+    )
+    cpu_offload: bool = field(default=False, metadata={"help": "keep the shards in host memory between uses"})
+    checkpoint: Literal["sharded", "full"] = field(
+        default="sharded",
+        metadata={"help": "sharded: a folder that each process writes its part of; full: one file from process 0"},
+    )
+
+
+def strategy_for(config: Config) -> str | Strategy:
+    """What ``Fabric(strategy=...)`` gets: the name, or for FSDP a strategy carrying its settings."""
+    if config.strategy != "fsdp":
+        return config.strategy
+    c = config.fsdp
+    return FSDPStrategy(
+        reshard_after_forward=c.reshard_after_forward, cpu_offload=c.cpu_offload, state_dict_type=c.checkpoint
+    )
