@@ -1,5 +1,7 @@
 """What setup, setup_dataloaders and the other loop helpers return and check."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -275,3 +277,58 @@ def test_hooks_on_the_original_and_on_the_wrapper_both_run(fabric):
     model.register_forward_hook(lambda *args: fired.append("wrapper"))
     model(torch.randn(1, 2))
     assert fired == ["original", "original", "wrapper"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """A frozen dataclass batch, with a check in __post_init__ that copying must not trip."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    name: str = "pair"
+
+    def __post_init__(self) -> None:
+        if self.inputs.device.type == "meta":
+            raise AssertionError("__init__ must not run again when the batch moves")
+
+
+def test_dataclass_batches_move_and_cast_whole():
+    """A dataclass batch (frozen, nested in a dict) moves to the device, and casts, field by field."""
+    from trainwright._collections import cast_floating, move_to_device
+
+    batch = {"pair": Pair(torch.zeros(2, 3), torch.ones(2, dtype=torch.long))}
+    moved = move_to_device(batch, torch.device("meta"))  # a device without data: every tensor must go there
+    assert isinstance(moved["pair"], Pair)
+    assert moved["pair"].inputs.device.type == "meta"
+    assert moved["pair"].labels.device.type == "meta"
+    assert moved["pair"].name == "pair"
+    assert batch["pair"].inputs.device.type == "cpu"  # the original is left alone
+    cast = cast_floating(batch, torch.float64)
+    assert cast["pair"].inputs.dtype == torch.float64
+    assert cast["pair"].labels.dtype == torch.long
+
+
+class EpochStream(torch.utils.data.IterableDataset):
+    """A stream that shuffles itself by epoch, as streaming data sets do."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(6, generator=torch.Generator().manual_seed(self.epoch)).tolist()
+        return iter(torch.tensor(order).float().unsqueeze(1))
+
+
+def test_set_epoch_reaches_an_iterable_data_set(fabric):
+    """loader.set_epoch(e) reaches a stream's own set_epoch, so it shuffles per epoch and a resume sees the same."""
+    loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(EpochStream(), batch_size=6))
+    loader.set_epoch(3)
+    assert loader.dataset.epoch == 3
+    first = next(iter(loader))
+    loader.set_epoch(4)
+    assert not torch.equal(next(iter(loader)), first)
+    loader.set_epoch(3)
+    assert torch.equal(next(iter(loader)), first)

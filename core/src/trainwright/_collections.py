@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -12,8 +14,10 @@ import torch
 def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     """Return ``data`` with ``fn`` applied to each tensor in it.
 
-    Dicts, lists, tuples and named tuples are rebuilt with the same type; anything else is
-    returned unchanged. Containers without a tensor inside come back rebuilt but equal.
+    Dicts, lists, tuples and named tuples are rebuilt with the same type, and dataclass
+    instances copied with their fields replaced (without calling ``__init__``, so frozen ones
+    and ``__post_init__`` checks are no obstacle); anything else is returned unchanged.
+    Containers without a tensor inside come back rebuilt but equal.
     """
     if isinstance(data, torch.Tensor):
         return fn(data)
@@ -27,6 +31,11 @@ def apply_to_tensors(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
         return type(data)(*values) if hasattr(data, "_fields") else type(data)(values)
     if isinstance(data, list):
         return type(data)(apply_to_tensors(v, fn) for v in data)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        result = copy.copy(data)
+        for field in dataclasses.fields(data):
+            object.__setattr__(result, field.name, apply_to_tensors(getattr(data, field.name), fn))
+        return result
     return data
 
 

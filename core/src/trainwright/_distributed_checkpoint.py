@@ -135,6 +135,11 @@ def _complete(directory: Path) -> bool:
     return (directory / STATE_FILE).is_file() and (directory / _METADATA_FILE).is_file()
 
 
+def is_sharded_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder that holds a complete sharded checkpoint."""
+    return Path(path).is_dir() and _complete(Path(path))
+
+
 def _siblings(path: Path, kind: str) -> list[Path]:
     """``.<name>.<kind>-<token>`` entries beside ``path``, newest first."""
     found = list(path.parent.glob(f".{path.name}.{kind}-*")) if path.parent.is_dir() else []

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from trainwright._distributed_checkpoint import is_sharded_checkpoint
 from trainwright.checkpoint import CheckpointIO, load_into
 from trainwright.strategies._materialize import materialize
 from trainwright.strategies._optimizers import parameter_names, remap_parameters
@@ -235,9 +236,12 @@ class Strategy:
         """Read what ``save_checkpoint`` wrote, as plain data; ``state`` holds the objects it will restore.
 
         Raises:
+            FileNotFoundError: ``path`` is a folder that holds no checkpoint.
             ValueError: ``path`` is a directory: a sharded checkpoint, which only FSDP reads.
         """
         if os.path.isdir(path):
+            if not is_sharded_checkpoint(path):
+                raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder that holds no checkpoint")
             raise ValueError(
                 f"load(): {str(path)!r} is a directory, a sharded checkpoint written under FSDP; load it with "
                 "strategy='fsdp' (one process will do), or save it with FSDPStrategy(state_dict_type='full')"
