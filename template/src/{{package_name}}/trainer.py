@@ -142,7 +142,8 @@ class Trainer:
         with fabric.init_module():  # under FSDP on the meta device: nothing is allocated until it is sharded
             model = task.build_model()
         if config.compile:
-            model.compile()  # in place, so the checkpoint's keys are those of the plain model
+            # Fabric compiles what the strategy makes of the model; the checkpoint keeps the plain model's keys.
+            model = torch.compile(model)
         self.model = fabric.setup(model)
         # After setup, so that the optimizer sees the parameters where they will live (fused AdamW on CUDA).
         length = schedule_length(config, self._batches_per_epoch(train_loader))
@@ -262,6 +263,8 @@ class Trainer:
         )
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._call("on_log", metrics=metrics, global_step=self.global_step)
+            if self._saved_at is not None and self._saved_at[1:] == (self.epoch, self.batch_idx, self.global_step):
+                self._flush_loggers()  # a checkpoint of this step came first: its row must be whole on disk too
         return is_step
 
     def _step(self, window: int) -> torch.Tensor | None:
@@ -426,6 +429,11 @@ class Trainer:
         extra = resume_from(self, Path(path))
         self._read_at = self.global_step
         self._call("on_load_checkpoint", checkpoint=extra)
+
+    def _flush_loggers(self) -> None:
+        if self.fabric.is_global_zero:
+            for logger in self.fabric.loggers:
+                logger.flush()
 
     def _restore_rng(self) -> None:
         if self._rng_to_restore is not None:
