@@ -31,21 +31,9 @@ ABOUT_THE_EXAMPLE = {
     "data without a length does not have",
     "tests/test_task_seam.py::test_a_stream_without_length_needs_max_steps": "expects max_steps unset, and the page "
     "gives it a default",
-    "tests/test_hot_path.py::test_a_nan_is_caught_at_the_next_log_step_and_never_saved": "PoisonBatch multiplies the "
-    "step's return value by NaN, and this task's step returns a dict",
-    "tests/test_trainer.py::test_a_nonfinite_loss_stops_at_the_next_check_and_keeps_the_last_checkpoint": "PoisonBatch "
-    "multiplies the step's return value by NaN, and this task's step returns a dict",
-    "tests/test_trainer.py::test_a_nonfinite_loss_can_skip_its_step": "PoisonBatch multiplies the step's return value "
-    "by NaN, and this task's step returns a dict",
     "tests/test_trainer.py::test_accumulated_gradients_match_one_large_batch": "compares 2 accumulated batches with "
     "1 large one to 1e-5, which holds for the example's MLP; an attention layer's key bias has a gradient that is "
     "rounding noise, and AdamW's first step magnifies it differently for the two batchings",
-    # Not about the example: a bug in trainer.py (reported), which this task's slower steps expose. The checkpoint
-    # callback saves in on_train_batch_end, before on_log; what callbacks log in on_log at a checkpoint's step
-    # (lr-*, time/*) reaches the file only at the next write, so a SIGKILL in between loses it for good, and the
-    # resumed run's row at that step lacks it. Remove this entry once the trainer saves after on_log.
-    "tests/test_crash.py::test_sigkill_at_random_moments_loses_nothing": "KNOWN BUG: on_log values at a checkpoint's "
-    "step are lost by a kill before the next write",
 }
 
 
