@@ -72,7 +72,9 @@ class Trainer:
         self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, put back in _train_epoch
         self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
         self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
-        self._window_loss: torch.Tensor | None = None  # the summed loss of a log step's window
+        self._window_loss: torch.Tensor | None = None  # the summed loss of the window so far
+        self._last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, norm
+        self._logged_step = -1  # the last optimizer step whose values were logged
         self._read_at = 0  # the global_step at which the device values were last read
         self.metadata: dict[str, Any] = {}  # versions, git commit, hardware: in run_dir/metadata.json and checkpoints
 
@@ -112,6 +114,9 @@ class Trainer:
                 self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
                 if fabric.world_size > 1:
                     self._read()  # agree on a stop request made at the epoch's end (say, by early stopping)
+            if self._last_step is not None and self._logged_step != self.global_step:
+                # The last step is logged whatever the cadence, so that a short run has its row.
+                self._call("on_log", metrics=self._log(*self._last_step), global_step=self.global_step)
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             if self._preempted():
                 raise Preempted(preemption.received, self.global_step, self.run_dir / "checkpoints" / "last.ckpt")
@@ -240,7 +245,7 @@ class Trainer:
         if self._loss_sum is None:
             self._loss_sum = torch.zeros((), device=detached.device)
         self._loss_sum.add_(detached)  # stays on the device; a NaN here is found at the next read
-        if accum > 1 and logged:  # the loss to log is the mean over the step's window
+        if accum > 1:  # the loss to log is the mean over the step's window
             self._window_loss = detached.float() if window == 1 else self._window_loss + detached
         metrics = None
         if is_step:
@@ -249,8 +254,9 @@ class Trainer:
                 self._skip_step = False
             else:
                 grad_norm = self._step(window)
+                self._last_step = (outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
                 if logged:
-                    metrics = self._log(outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
+                    metrics = self._log(*self._last_step)
             self._window_loss = None
         self.batch_idx = batch_idx + 1
         self._call(
@@ -301,6 +307,7 @@ class Trainer:
         values = self._read(list(tensors.values()), mean=True)
         metrics = {**dict(zip(tensors, values, strict=True)), **numbers}
         self.fabric.log_dict(metrics, step=self.global_step)
+        self._logged_step = self.global_step
         return metrics
 
     def _read(self, tensors: list[torch.Tensor] = (), mean: bool = False) -> list[float]:
