@@ -28,6 +28,13 @@ class FSDPConfig:
         default=True, metadata={"help": "free a unit's gathered weights after its forward: less memory, more traffic"}
     )
     cpu_offload: bool = field(default=False, metadata={"help": "keep the shards in host memory between uses"})
+    meta_init: bool = field(
+        default=False,
+        metadata={
+            "help": "build the model on the meta device and initialise it shard by shard, for models too big for "
+            "one device (a model-level init_weights() then draws on each process: not DDP's weights)"
+        },
+    )
     checkpoint: Literal["sharded", "full"] = field(
         default="sharded",
         metadata={"help": "sharded: a folder that each process writes its part of; full: one file from process 0"},

@@ -144,7 +144,8 @@ class Trainer:
         train_loader = fabric.setup_dataloaders(train_loader)
         if val_loader is not None:  # every sample once on some process, so that the mean is exact
             val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
-        with fabric.init_module():  # under FSDP on the meta device: nothing is allocated until it is sharded
+        meta = config.strategy == "fsdp" and config.fsdp.meta_init  # nothing allocated until it is sharded
+        with fabric.init_module(empty_init=meta):
             model = task.build_model()
         if config.compile:
             # Fabric compiles what the strategy makes of the model; the checkpoint keeps the plain model's keys.
