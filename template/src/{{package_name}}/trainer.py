@@ -114,8 +114,9 @@ class Trainer:
                 self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
                 if fabric.world_size > 1:
                     self._read()  # agree on a stop request made at the epoch's end (say, by early stopping)
-            if self._last_step is not None and self._logged_step != self.global_step:
-                # The last step is logged whatever the cadence, so that a short run has its row.
+            if self._done() and self._last_step is not None and self._logged_step != self.global_step:
+                # The last step is logged whatever the cadence, so that a short run has its row;
+                # a preempted run is not done, and its resumed run logs as an unbroken one would.
                 self._call("on_log", metrics=self._log(*self._last_step), global_step=self.global_step)
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             if self._preempted():
@@ -170,10 +171,14 @@ class Trainer:
         self.fabric.call(hook, trainer=self, fabric=self.fabric, **kwargs)
 
     def _finished(self) -> bool:
+        return self._done() or self._preempted()
+
+    def _done(self) -> bool:
+        """Whether training is over: max_steps or max_epochs reached, or a stop requested."""
         max_steps = self.config.max_steps
         steps_done = max_steps is not None and self.global_step >= max_steps
         stop = self.should_stop if self.fabric.world_size == 1 else self._stop_agreed
-        return steps_done or self.epoch >= self.config.max_epochs or stop or self._preempted()
+        return steps_done or self.epoch >= self.config.max_epochs or stop
 
     # With several processes a stop request (a callback's, or a signal's) is agreed at the next
     # read (see _read), so that every process leaves the loop at the same step.
