@@ -108,7 +108,7 @@ def raw_steps(package: str, config: Any) -> Callable[[int], None]:
     torch.manual_seed(config.seed)
     model = project_module(package, "model").GPT(config.model, vocab_size=len(task.vocabulary)).to(device)
     if config.compile:
-        model.compile()
+        model = torch.compile(model)  # as the trainer compiles it
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [
