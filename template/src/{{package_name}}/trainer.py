@@ -72,6 +72,7 @@ class Trainer:
         self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, put back in _train_epoch
         self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
         self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
+        self._norm_sum: torch.Tensor | None = None  # the clipped gradient norms since the last read, likewise
         self._window_loss: torch.Tensor | None = None  # the summed loss of the window so far
         self._last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, norm
         self._logged_step = -1  # the last optimizer step whose values were logged
@@ -118,8 +119,10 @@ class Trainer:
                 # The last step is logged whatever the cadence, so that a short run has its row;
                 # a preempted run is not done, and its resumed run logs as an unbroken one would.
                 self._call("on_log", metrics=self._log(*self._last_step), global_step=self.global_step)
+                if self._saved_at is not None and self._saved_at[1:] == (self.epoch, self.batch_idx, self.global_step):
+                    self._flush_loggers()  # the epoch's checkpoint came first: its row must be whole on disk too
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
-            if self._preempted():
+            if self._preempted() and not self._done():  # a signal at the very end finds nothing left to do
                 raise Preempted(preemption.received, self.global_step, self.run_dir / "checkpoints" / "last.ckpt")
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
@@ -260,6 +263,9 @@ class Trainer:
                 self._skip_step = False
             else:
                 grad_norm = self._step(window)
+                if grad_norm is not None and config.precision != "16-mixed":
+                    # A finite loss can still have NaN gradients; 16-mixed's scaler skips those steps itself.
+                    self._norm_sum = grad_norm.detach().float() if self._norm_sum is None else self._norm_sum + grad_norm
                 self._last_step = (outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
                 if logged:
                     metrics = self._log(*self._last_step)
@@ -328,8 +334,9 @@ class Trainer:
                 ``nonfinite_loss`` is ``"stop"``.
         """
         fabric = self.fabric
-        loss_sum = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=fabric.device)
-        parts = [t.detach().float().reshape(()) for t in tensors] + [loss_sum]
+        zero = torch.zeros((), device=fabric.device)
+        sums = [zero if tensor is None else tensor for tensor in (self._loss_sum, self._norm_sum)]
+        parts = [t.detach().float().reshape(()) for t in tensors] + sums
         if fabric.world_size > 1:
             flags = [self.should_stop, self._preemption is not None and self._preemption.received is not None]
             parts.append(torch.tensor(flags, dtype=torch.float32, device=fabric.device))
@@ -341,11 +348,12 @@ class Trainer:
             preempt, stop = values.pop() > 0, values.pop() > 0
             self._stop_agreed, self._preempt_agreed = self._stop_agreed or stop, self._preempt_agreed or preempt
             self.should_stop = self.should_stop or stop
-        losses, first = values.pop(), self._read_at + 1
-        self._loss_sum, self._read_at = None, self.global_step
-        if not math.isfinite(losses) and self.config.nonfinite_loss == "stop":
+        norms, losses, first = values.pop(), values.pop(), self._read_at + 1
+        self._loss_sum, self._norm_sum, self._read_at = None, None, self.global_step
+        if not (math.isfinite(losses) and math.isfinite(norms)) and self.config.nonfinite_loss == "stop":
+            what = f"the loss became {losses}" if not math.isfinite(losses) else f"the gradient norm became {norms}"
             raise NonFiniteLossError(
-                f"the loss became {losses} in the batches of optimizer steps {first} to {self.global_step} "
+                f"{what} in the batches of optimizer steps {first} to {self.global_step} "
                 f"(epoch {self.epoch}); training stops, and no checkpoint holds what followed. The loss is checked "
                 f"every {self.config.log_every_n_steps} steps and before each checkpoint "
                 "(--nonfinite-loss=skip checks every batch and skips the bad ones)"
@@ -422,8 +430,8 @@ class Trainer:
         position = (path, self.epoch, self.batch_idx, self.global_step)
         if position == self._saved_at:
             return  # already written at this very point (say, by the checkpoint callback)
-        if self._loss_sum is not None:
-            self._read()  # never save weights that a NaN loss has reached
+        if self._loss_sum is not None or self._norm_sum is not None:
+            self._read()  # never save weights that a NaN loss (or gradient) has reached
         checkpoint = checkpoint_of(self)
         self._call("on_save_checkpoint", checkpoint=checkpoint)
         self.fabric.save(path, checkpoint)
