@@ -12,6 +12,7 @@ Gradient clipping and the LR schedule are off on both sides, so that both do the
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,13 @@ class MLPTask:
         return torch.nn.functional.mse_loss(model(inputs), targets)
 
 
-def trainer_steps(run_dir: Path, batches: list, callbacks: bool, mlflow: bool = False) -> Callable[[int], None]:
+def trainer_steps(
+    run_dir: Path, batches: list, cleanup: contextlib.ExitStack, callbacks: bool, mlflow: bool = False
+) -> Callable[[int], None]:
     """Steps of the generated trainer's per-batch path, set up as ``Trainer.fit`` sets it up.
 
-    With ``mlflow``, an MLflow logger (a local SQLite store) runs beside the CSV logger.
+    With ``mlflow``, an MLflow logger (a local SQLite store) runs beside the CSV logger. The
+    trainer's loggers are finalized when ``cleanup`` closes, before their directory goes.
     """
     config_module = project_module(PACKAGE, "config")
     trackers = {}
@@ -69,6 +73,7 @@ def trainer_steps(run_dir: Path, batches: list, callbacks: bool, mlflow: bool = 
         callbacks=project_module(PACKAGE, "callbacks").build_callbacks(config) if callbacks else [],
         loggers=project_module(PACKAGE, "loggers").build_loggers(config),
     )
+    cleanup.callback(trainer.fabric.teardown)  # stops the MLflow logger's sending thread
     # What fit() does before its first batch (less the run directory's config.toml and metadata).
     trainer._setup()  # the model and optimizer; the steps below bring their own batches
     trainer._call("on_fit_start", model=trainer.model, optimizer=trainer.optimizer)
@@ -92,16 +97,16 @@ def trainer_steps(run_dir: Path, batches: list, callbacks: bool, mlflow: bool = 
 def run(number: int = 20, rounds: int = 101) -> dict[str, Result]:
     torch.set_num_threads(1)
     batches = make_batches()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         # With the MLflow logger generated too, so that a variant can turn it on (issue 15: within 2 % of CSV alone).
         render_project(Path(tmp) / "project", PACKAGE, loggers=["csv", "mlflow"])
         variants = {
             "raw PyTorch": raw_steps(batches),
             "raw PyTorch (control)": raw_steps(batches),
-            "generated Trainer, no callbacks": trainer_steps(Path(tmp) / "bare", batches, callbacks=False),
-            "generated Trainer, default callbacks": trainer_steps(Path(tmp) / "run", batches, callbacks=True),
+            "generated Trainer, no callbacks": trainer_steps(Path(tmp) / "bare", batches, cleanup, callbacks=False),
+            "generated Trainer, default callbacks": trainer_steps(Path(tmp) / "run", batches, cleanup, callbacks=True),
             "generated Trainer, default callbacks, CSV + MLflow": trainer_steps(
-                Path(tmp) / "mlflow", batches, callbacks=True, mlflow=True
+                Path(tmp) / "mlflow", batches, cleanup, callbacks=True, mlflow=True
             ),
         }
         return compare(variants, number, rounds)
