@@ -265,7 +265,8 @@ class Trainer:
                 grad_norm = self._step(window)
                 if grad_norm is not None and config.precision != "16-mixed":
                     # A finite loss can still have NaN gradients; 16-mixed's scaler skips those steps itself.
-                    self._norm_sum = grad_norm.detach().float() if self._norm_sum is None else self._norm_sum + grad_norm
+                    norm = grad_norm.detach().float()
+                    self._norm_sum = norm if self._norm_sum is None else self._norm_sum + norm
                 self._last_step = (outputs, detached if accum == 1 else self._window_loss / window, grad_norm)
                 if logged:
                     metrics = self._log(*self._last_step)
