@@ -118,9 +118,7 @@ class Trainer:
             if self._done() and self._last_step is not None and self._logged_step != self.global_step:
                 # The last step is logged whatever the cadence, so that a short run has its row;
                 # a preempted run is not done, and its resumed run logs as an unbroken one would.
-                self._call("on_log", metrics=self._log(*self._last_step), global_step=self.global_step)
-                if self._saved_at is not None and self._saved_at[1:] == (self.epoch, self.batch_idx, self.global_step):
-                    self._flush_loggers()  # the epoch's checkpoint came first: its row must be whole on disk too
+                self._on_log(self._log(*self._last_step))
             self.save_checkpoint(self.run_dir / "checkpoints" / "last.ckpt")
             if self._preempted() and not self._done():  # a signal at the very end finds nothing left to do
                 raise Preempted(preemption.received, self.global_step, self.run_dir / "checkpoints" / "last.ckpt")
@@ -281,9 +279,7 @@ class Trainer:
             global_step=self.global_step,
         )
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
-            self._call("on_log", metrics=metrics, global_step=self.global_step)
-            if self._saved_at is not None and self._saved_at[1:] == (self.epoch, self.batch_idx, self.global_step):
-                self._flush_loggers()  # a checkpoint of this step came first: its row must be whole on disk too
+            self._on_log(metrics)
         return is_step
 
     def _step(self, window: int) -> torch.Tensor | None:
@@ -451,6 +447,12 @@ class Trainer:
         extra = resume_from(self, Path(path))
         self._read_at = self.global_step
         self._call("on_load_checkpoint", checkpoint=extra)
+
+    def _on_log(self, metrics: dict[str, float]) -> None:
+        """Fire ``on_log`` with a step's logged values; flush if a checkpoint of this very point came first."""
+        self._call("on_log", metrics=metrics, global_step=self.global_step)
+        if self._saved_at is not None and self._saved_at[1:] == (self.epoch, self.batch_idx, self.global_step):
+            self._flush_loggers()  # the checkpoint's step must have its row whole on disk too
 
     def _flush_loggers(self) -> None:
         if self.fabric.is_global_zero:
