@@ -12,7 +12,7 @@ import torch
 from tests.core.wandb_records import offline_runs, read_run
 from trainwright import Fabric, WandbLogger
 
-pytest.importorskip("wandb")
+wandb = pytest.importorskip("wandb")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +27,8 @@ def offline(monkeypatch, tmp_path_factory):
         monkeypatch.setenv(name, str(home / name.lower()))
     for name in ("WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_ENTITY"):
         monkeypatch.delenv(name, raising=False)
+    yield
+    wandb.teardown()  # the next test's W&B session starts afresh, under its own settings
 
 
 def test_an_offline_run_holds_config_metrics_files_and_exit_code(tmp_path):

@@ -80,7 +80,15 @@ def read_run(run_dir: Path) -> OfflineRun:
 
 
 def offline_runs(save_dir: Path) -> list[Path]:
-    """The offline run folders under ``save_dir``, oldest first."""
+    """The offline run folders under ``save_dir``, oldest first, once W&B has written them whole.
+
+    ``run.finish()`` returns before W&B's service process has written the end of the log (CI
+    once read a log with no records right after ``finish``); ``wandb.teardown()`` waits for that
+    process to exit, so every log is complete. The next run starts a new service.
+    """
+    import wandb
+
+    wandb.teardown()
     return sorted((save_dir / "wandb").glob("offline-run-*"))
 
 
