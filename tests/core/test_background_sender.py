@@ -15,9 +15,11 @@ class Destination:
         self.batches: list[list[int]] = []
         self.threads: set[str] = set()
         self.down = False
+        self.failures = 0
 
     def send(self, items: list[int]) -> None:
         if self.down:
+            self.failures += 1
             raise ConnectionError("server unreachable")
         self.threads.add(threading.current_thread().name)
         self.batches.append(list(items))
@@ -77,7 +79,7 @@ def test_the_thread_warns_once_and_retries():
 
     def put_and_wait():
         sender.put(1)
-        time.sleep(0.2)  # about ten ticks, each failing
+        assert wait_for(lambda: destination.failures >= 3)  # three ticks, each failing
 
     with pytest.warns(RuntimeWarning, match="test-sender: sending failed, will retry") as caught:
         put_and_wait()

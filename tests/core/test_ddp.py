@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -290,6 +291,30 @@ def test_single_process_ddp_wraps_the_model_and_tears_the_group_down():
         # hung there once in CI. Free the model while the group is still registered.
         del model
     assert not dist.is_initialized()
+
+
+def test_teardown_lets_threads_waiting_for_the_gil_run_while_the_group_is_alive():
+    """A thread woken just before teardown gets the GIL before the process group is destroyed.
+
+    gloo's worker threads free a finished collective's tensors after ``wait()`` has returned,
+    and take the GIL to do it. A script that ended right after its last collective could reach
+    interpreter shutdown while one still waited, and the process aborted (seen in CI, exit -6).
+    With a switch interval of a minute, a waiting thread gets the GIL only when this thread
+    blocks; teardown must block, before it destroys the group, for such a thread to run.
+    """
+    woken, seen = threading.Event(), []
+    waiting = threading.Thread(target=lambda: woken.wait() and seen.append(dist.is_initialized()))
+    waiting.start()
+    interval = sys.getswitchinterval()
+    try:
+        with Fabric(accelerator="cpu", strategy="ddp") as fabric:
+            fabric.all_reduce(torch.ones(2), op="sum")
+            sys.setswitchinterval(60)
+            woken.set()  # the thread now waits for the GIL, as a gloo worker with a tensor to free would
+    finally:
+        sys.setswitchinterval(interval)
+        waiting.join(timeout=30)
+    assert seen == [True]  # it ran while the group still existed
 
 
 def test_the_process_group_is_left_when_the_loop_fails():
