@@ -79,7 +79,7 @@ def test_the_thread_warns_once_and_retries():
 
     def put_and_wait():
         sender.put(1)
-        assert wait_for(lambda: destination.failures >= 3)  # three ticks, each failing
+        assert wait_for(lambda: destination.failures >= 10)  # ten ticks, each failing
 
     with pytest.warns(RuntimeWarning, match="test-sender: sending failed, will retry") as caught:
         put_and_wait()

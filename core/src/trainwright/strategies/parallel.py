@@ -172,16 +172,16 @@ class ParallelStrategy(Strategy):
     def teardown(self) -> None:
         """Destroy the process group this strategy created (not one it found).
 
-        First the main thread lets go of the GIL for a moment (``_let_backend_threads_finish``):
-        a backend's worker thread frees the tensors of a finished collective only after the
-        caller's ``wait()`` has returned, and it needs the GIL to do so. Without that pause, a
-        script that ends right after its last collective can reach interpreter shutdown while
-        a gloo worker still waits for the GIL; Python then ends that thread in the middle of a
-        C++ destructor and the process aborts ("terminate called without an active exception",
-        exit code -6), after a run that had finished.
+        First it sleeps for 50 ms, which lets go of the GIL: a backend's worker thread frees
+        the tensors of a finished collective only after the caller's ``wait()`` has returned,
+        and it needs the GIL to do so. Without that pause, a script that ends right after its
+        last collective can reach interpreter shutdown while a gloo worker still waits for the
+        GIL; Python then ends that thread in the middle of a C++ destructor and the process
+        aborts ("terminate called without an active exception", exit code -6), after a run
+        that had finished.
         """
         if self._owns_group and dist.is_initialized():
-            _let_backend_threads_finish()
+            time.sleep(0.05)  # the GIL is free for threads that wait for it (see above)
             dist.destroy_process_group()
         self._owns_group = False
 
@@ -192,10 +192,3 @@ class ParallelStrategy(Strategy):
             f"{type(self).__name__}(device={str(self.root_device)!r}, precision={self.precision.name!r}, "
             f"rank={self.global_rank}, world_size={self.world_size})"
         )
-
-
-def _let_backend_threads_finish(seconds: float = 0.05) -> None:
-    """Release the GIL for ``seconds``, in short sleeps, so that threads waiting for it get it."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.005)
