@@ -112,27 +112,60 @@ def evaluate(fabric: Fabric) -> dict:
         break
     loader = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2), evaluation=True)
     net.eval()
-    seen, batches = [], 0
+    seen, batches, padding = [], 0, 0
     loss_sum, index_sum, count = torch.zeros(()), torch.zeros(()), torch.zeros(())
     with torch.no_grad():
-        for x, y, index in loader:  # no collective in here: this rank may have a batch fewer
-            loss_sum += torch.nn.functional.mse_loss(net(x), y, reduction="sum")
+        for batch_idx, (x, y, index) in enumerate(loader):
+            # A collective in every forward, as FSDP's all-gathers: a rank with a batch fewer would hang here.
+            fabric.all_reduce(torch.ones(()), op="sum")
+            prediction = net(x)
+            batches += 1
+            if loader.is_padding(batch_idx):
+                padding += 1
+                continue
+            loss_sum += torch.nn.functional.mse_loss(prediction, y, reduction="sum")
             index_sum += index.sum()
             count += len(index)
             seen += index.tolist()
-            batches += 1
     total = fabric.all_reduce(count, op="sum")
     padded = fabric.setup_dataloaders(DataLoader(eval_data(), batch_size=2))
     padded_count = fabric.all_reduce(sum(len(index) for _, _, index in padded), op="sum")
     return {
         "seen": seen,
         "batches": batches,
+        "padding": padding,
         "count": total.item(),
         "mean_index": (fabric.all_reduce(index_sum, op="sum") / total).item(),
         "mean_loss": (fabric.all_reduce(loss_sum, op="sum") / total).item(),
         "padded_count": padded_count.item(),
         "state": {k: v.tolist() for k, v in net.module.state_dict().items()},
     }
+
+
+class RankStream(torch.utils.data.IterableDataset):
+    """A stream that shards itself unevenly: rank r yields 3 - 2r samples (3 on rank 0, 1 on rank 1)."""
+
+    def __iter__(self):
+        rank = int(os.environ["RANK"])
+        return iter([torch.tensor([float(10 * rank + i)]) for i in range(3 - 2 * rank)])
+
+
+def uneven(fabric: Fabric) -> dict:
+    """Counts from evaluation loaders whose shards differ: a stream, and a set of one sample (rank 1 has none)."""
+    result = {}
+    cases = {"stream": DataLoader(RankStream(), batch_size=1), "one": DataLoader(eval_data(), batch_size=4)}
+    cases["one"].dataset.tensors = tuple(t[:1] for t in cases["one"].dataset.tensors)
+    for name, plain in cases.items():
+        loader = fabric.setup_dataloaders(plain, evaluation=True)
+        real, padding = [], 0
+        for batch_idx, batch in enumerate(loader):
+            fabric.all_reduce(torch.ones(()), op="sum")  # a collective per batch, as an FSDP forward runs
+            if loader.is_padding(batch_idx):
+                padding += 1
+            else:
+                real += batch[0].flatten().tolist()
+        result[name] = {"real": real, "padding": padding}
+    return result
 
 
 def draws(fabric: Fabric) -> dict:
@@ -187,7 +220,8 @@ def main(scenario: str, out_dir: Path) -> None:
             fail(fabric)
             return
         if scenario == "reliability":  # one job for both: starting torchrun is most of a test's time
-            for name, result in (("rng", rng(fabric, out_dir)), ("evaluate", evaluate(fabric))):
+            checks = (("rng", rng(fabric, out_dir)), ("evaluate", evaluate(fabric)), ("uneven", uneven(fabric)))
+            for name, result in checks:
                 (out_dir / f"{name}-rank{fabric.global_rank}.json").write_text(json.dumps(result))
             return
         result = {"rank": fabric.global_rank, "world_size": fabric.world_size, "strategy": fabric.flags.strategy}

@@ -449,12 +449,14 @@ def test_each_rank_has_its_own_random_streams_and_restores_its_own(reliability):
 
 @pytest.mark.slow
 def test_evaluation_loaders_give_the_exact_mean_on_two_processes(reliability):
-    """9 samples on 2 processes (5 + 4, 3 and 2 batches): each is seen once; all-reduced sums give the exact mean."""
+    """9 samples on 2 processes (5 + 4: 3 and 2 batches, padded to 3): each is seen once; the mean is exact."""
     ranks = reliability("evaluate")
     first, second = ranks
     assert sorted(first["seen"] + second["seen"]) == list(range(ddp_worker.EVAL_SIZE))
     assert (len(first["seen"]), len(second["seen"])) == (5, 4)
-    assert (first["batches"], second["batches"]) == (3, 2)
+    # Both ranks run 3 forward passes (a collective in each would otherwise hang); rank 1's third is padding.
+    assert (first["batches"], second["batches"]) == (3, 3)
+    assert (first["padding"], second["padding"]) == (0, 1)
     # The reference: the same model (equal on both ranks) over the whole set in one process.
     net = ddp_worker.eval_model()
     net.load_state_dict({k: torch.tensor(v) for k, v in first["state"].items()})
@@ -468,6 +470,17 @@ def test_evaluation_loaders_give_the_exact_mean_on_two_processes(reliability):
         assert rank["mean_index"] == (ddp_worker.EVAL_SIZE - 1) / 2
         assert rank["mean_loss"] == pytest.approx(expected, rel=1e-6)
         assert rank["padded_count"] == ddp_worker.EVAL_SIZE + 1  # what a training loader would have counted
+
+
+@pytest.mark.slow
+def test_uneven_streams_and_an_empty_shard_run_equal_batch_counts(reliability):
+    """Streams of 3 and 1 batches, and 1 sample on 2 ranks: every rank runs as many batches, padding marked."""
+    first, second = reliability("uneven")
+    assert first["stream"] == {"real": [0.0, 1.0, 2.0], "padding": 0}
+    assert second["stream"] == {"real": [10.0], "padding": 2}
+    first_sample = ddp_worker.eval_data().tensors[0][0].tolist()
+    assert first["one"] == {"real": first_sample, "padding": 0}
+    assert second["one"] == {"real": [], "padding": 1}  # its shard is empty: the data set's first sample pads it
 
 
 def test_a_failing_rank_ends_the_job_quickly_and_non_zero(tmp_path):

@@ -198,6 +198,14 @@ class FabricDataLoader:
             raise ValueError(f"skip_batches(): count={count!r} is not an integer of at least 0")
         self._skip = count
 
+    def is_padding(self, batch_idx: int) -> bool:
+        """Whether batch ``batch_idx`` of the current iteration only pads this process's shard.
+
+        Always ``False`` here; see ``EvenEvaluationLoader``, which ``setup_dataloaders(...,
+        evaluation=True)`` returns under several processes.
+        """
+        return False
+
     def __iter__(self) -> Iterator[Any]:
         skip, self._skip = self._skip, 0
         batches = iterate_from(self._dataloader, skip) if skip else iter(self._dataloader)

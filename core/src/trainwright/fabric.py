@@ -15,6 +15,7 @@ from trainwright import __version__
 from trainwright._collections import apply_to_tensors, move_to_device
 from trainwright._compile import unwrap_compiled
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
+from trainwright._evaluation import EvenEvaluationLoader
 from trainwright._scalars import read_scalars
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
@@ -253,11 +254,11 @@ class Fabric:
         Training shards are padded to equal length by repeating samples, so that every process
         runs the same number of steps. Pass ``evaluation=True`` for validation and test loaders:
         every sample is then read exactly once, and shards may differ by one sample (and so by
-        one batch). That is safe only for a loop that runs no collective per batch: sum and
-        count on each process and all-reduce once after the loop, with the forward pass under
-        ``torch.no_grad()`` (then DDP's forward communicates at most once, on every rank's first
-        batch, so every rank needs a batch: at least ``world_size`` samples, and no ``drop_last``
-        that would leave a rank with none).
+        one batch). Under several processes the loader then pads the shorter shards with copies
+        of their last batch, so that every process runs the same number of forward passes (FSDP
+        all-gathers in each one); ``loader.is_padding(batch_idx)`` is true for those copies, and
+        the loop counts nothing from them. Sum and count on each process and all-reduce once
+        after the loop: the mean is exact. See ``trainwright._evaluation.EvenEvaluationLoader``.
 
         Returns:
             One loader for one argument, else a tuple in the same order.
@@ -277,7 +278,10 @@ class Fabric:
                 )
             if use_distributed_sampler:
                 loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
-            wrapped.append(FabricDataLoader(loader, device))
+            if evaluation and self.world_size > 1:
+                wrapped.append(EvenEvaluationLoader(loader, device, self._all_reduce_max))
+            else:
+                wrapped.append(FabricDataLoader(loader, device))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
@@ -363,6 +367,9 @@ class Fabric:
         if isinstance(data, (int, float)):
             data = torch.tensor(data, device=self.device)
         return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, op))
+
+    def _all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self._strategy.all_reduce(tensor.to(self.device), "max")
 
     def all_gather(self, data: Any) -> Any:
         """Gather a tensor (or tensors nested in containers) from every process.

@@ -389,6 +389,8 @@ class Trainer:
             if limit is not None and batch_idx >= limit:
                 break
             outputs = self.task.validation_step(self.model, batch)
+            if loader.is_padding(batch_idx):
+                continue  # a shorter shard's copy: run only so that every process makes as many forward passes
             if not isinstance(outputs, Mapping):
                 raise TypeError(f"validation_step must return a dict of metrics, got {type(outputs).__name__}")
             weight = outputs.get("count", 1)
