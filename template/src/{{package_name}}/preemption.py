@@ -18,13 +18,20 @@ EXIT_CODE = 75  # EX_TEMPFAIL: "try again later", which is what a preempted run 
 
 
 class Preempted(Exception):
-    """A preemption signal stopped the fit; ``last.ckpt`` holds the step it stopped after."""
+    """A preemption signal stopped the fit; ``last.ckpt`` holds the step it stopped after.
 
-    def __init__(self, signal_name: str, global_step: int, checkpoint: Path) -> None:
-        super().__init__(
-            f"stopped by {signal_name} after optimizer step {global_step}; saved {checkpoint}, "
-            "resume with --resume=last"
-        )
+    ``checkpoint`` is None when the signal came before training began: nothing new was saved.
+    """
+
+    def __init__(self, signal_name: str, global_step: int, checkpoint: Path | None) -> None:
+        if checkpoint is None:  # the signal came before training began: the run dir holds what it held
+            message = f"stopped by {signal_name} before training began (at optimizer step {global_step}); run it again"
+        else:
+            message = (
+                f"stopped by {signal_name} after optimizer step {global_step}; saved {checkpoint}, "
+                "resume with --resume=last"
+            )
+        super().__init__(message)
         self.signal_name, self.global_step, self.checkpoint = signal_name, global_step, checkpoint
 
 

@@ -88,7 +88,9 @@ class Trainer:
         """
         fabric, config = self.fabric, self.config
         started, status = False, "success"
-        preemption = PreemptionHandler(config.preempt_signals)
+        # From here on a signal stops the fit at the next step and saves; one that comes while the
+        # data, the model or the checkpoint load (minutes, for a large data set) stops it before training.
+        preemption = self._preemption = PreemptionHandler(config.preempt_signals).install()
         try:
             # A callback that cannot take its arguments, or two that share a state key, fail
             # here, before anything is written.
@@ -97,13 +99,20 @@ class Trainer:
             train_loader, val_loader = self._setup()
             if config.resume:
                 self.load_checkpoint(self.resume_path())
+            if fabric.world_size > 1:
+                self._read()  # agree on a signal that reached some process during the setup
+            if self._preempted():
+                raise Preempted(preemption.received or "a signal to another process", self.global_step, None)
             started = True
-            self._preemption = preemption.install()  # from here on a signal stops at the next step and saves
             self.metadata = record_run(self)  # config.toml and metadata.json in the run directory
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
             while not self._finished():
                 if not self._train_epoch(train_loader):
                     break  # stopped mid-epoch; the checkpoint below resumes at the next batch
+                if fabric.world_size > 1:
+                    self._read()  # agree on a signal that came during the epoch's last steps
+                if self._preempted() and not self._done():
+                    break  # save before validating, which can outlast a grace period; the resumed run validates
                 metrics = {}
                 if val_loader is not None and (self.epoch + 1) % config.val_every_n_epochs == 0:
                     metrics = self.validate(val_loader)
