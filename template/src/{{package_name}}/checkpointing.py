@@ -66,6 +66,11 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     }
 
 
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The settings of each parameter group (lr, weight decay, betas, momentum, ...), without the parameters."""
+    return [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+
+
 def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
     """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state, the config."""
     fabric = trainer.fabric
@@ -75,6 +80,9 @@ def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
         "loggers": {type(logger).__name__: logger.state_dict() for logger in fabric.loggers},  # tracker run ids
         "rng": fabric.all_gather_object(capture_rng_state()),  # every process's own
         "config": plain_config(trainer.config),
+        # As the task built them, before any step: a resume tells the settings a user changed from
+        # those a scheduler moved (OneCycleLR cycles momentum) by comparing these.
+        "optimizer_settings": trainer.optimizer_settings,
         "metadata": trainer.metadata,
     }
 
@@ -138,7 +146,7 @@ def load_for_resume(
     """
     callbacks = stateful_callbacks(fabric.callbacks)
     optimizer, scheduler = state["optimizer"], state["scheduler"]
-    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    settings = optimizer_settings(optimizer)  # as this run built them: nothing has stepped yet
     base_rates = list(getattr(scheduler, "base_lrs", []))
     try:
         extra = fabric.load(path, state)
@@ -164,7 +172,7 @@ def load_for_resume(
             f"{at['batch_idx']}), and {', '.join(layout)} changed since, so the rest of the epoch's batches would "
             "not be the ones it left; resume with the old values, or from a checkpoint at an epoch's end"
         )
-    _apply_settings(optimizer, scheduler, settings, base_rates)
+    _apply_settings(optimizer, scheduler, settings, base_rates, extra.pop("optimizer_settings", None))
     fabric.print(f"resuming from {path} at epoch {at['epoch']}, batch {at['batch_idx']} (step {at['global_step']})")
     for key in sorted(callbacks.keys() - saved.keys()):
         fabric.print(f"  {key} has no state in the checkpoint and starts afresh")
@@ -175,16 +183,28 @@ def load_for_resume(
 
 
 def _apply_settings(
-    optimizer: torch.optim.Optimizer, scheduler: Any, settings: list[dict[str, Any]], base_rates: list[float]
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    settings: list[dict[str, Any]],
+    base_rates: list[float],
+    saved: list[dict[str, Any]] | None,
 ) -> None:
-    """Give the optimizer this run's settings back after loading, keeping the checkpoint's position in the schedule.
+    """Give the optimizer the settings this run changed after loading, keeping the checkpoint's position in the schedule.
+
+    A setting applies only where this run built it otherwise than the checkpoint's run did
+    (``saved``): the others keep the checkpoint's values, which a scheduler may have moved
+    (momentum under ``OneCycleLR``). A checkpoint from before 0.6 has no ``saved``: then every
+    setting but the rate applies, as it did.
 
     Raises:
         ConfigError: the learning rate changed, and the schedule is not one whose rate is a
             function of its step (a ``LambdaLR``), so the new rate cannot be placed on it.
     """
-    for group, own in zip(optimizer.param_groups, settings, strict=True):
-        group.update({key: value for key, value in own.items() if key not in ("lr", "initial_lr")})
+    saved = saved if saved is not None and len(saved) == len(settings) else [None] * len(settings)
+    for group, own, before in zip(optimizer.param_groups, settings, saved, strict=True):
+        for key, value in own.items():
+            if key not in ("lr", "initial_lr") and (before is None or not _same(before.get(key), value)):
+                group[key] = value
     if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
         scheduler.base_lrs = base_rates
         step = scheduler.last_epoch
@@ -199,6 +219,15 @@ def _apply_settings(
             f"the learning rate changed since the checkpoint, but its {type(scheduler).__name__} schedule keeps the "
             "rates it was saved with; resume with the old rate, or use a schedule that is a LambdaLR of the step"
         )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality for settings, which may be tensors (a capturable optimizer's rate) or tuples of them."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def _why(fabric: Fabric, path: Path, config: dict[str, Any], error: BaseException) -> str:

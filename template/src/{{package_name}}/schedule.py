@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,10 +24,18 @@ def build_scheduler(
     """The schedule of ``config`` over ``num_steps`` schedule steps; ``None`` when the rate never changes."""
     if config.scheduler == "constant" and config.warmup_steps == 0:
         return None
+    length = max(1, num_steps)
+    warmup = min(config.warmup_steps, length - 1)  # a short run still reaches its peak rate, at its last step
+    if warmup < config.warmup_steps:
+        warnings.warn(
+            f"warmup_steps={config.warmup_steps} is longer than this run's schedule of {length} steps; the warmup "
+            f"is shortened to {warmup} steps, so that the rate reaches lr={config.lr:g}",
+            stacklevel=2,
+        )
     factor = functools.partial(
         warmup_cosine if config.scheduler == "cosine" else warmup_constant,
-        warmup=config.warmup_steps,
-        length=max(1, num_steps),
+        warmup=warmup,
+        length=length,
         floor=config.min_lr / config.lr,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from trainwright import Fabric, Logger, restore_rng_state
 
-from .checkpointing import checkpoint_of, resume_from, stateful_callbacks
+from .checkpointing import checkpoint_of, optimizer_settings, resume_from, stateful_callbacks
 from .config import Config
 from .hooks import HOOKS
 from .preemption import Preempted, PreemptionHandler
@@ -166,6 +166,7 @@ class Trainer:
         length = schedule_length(config, self._batches_per_epoch(train_loader))
         optimizer, self.scheduler = task.configure_optimizers(self.model, length)
         self.optimizer = fabric.setup_optimizers(optimizer)
+        self.optimizer_settings = optimizer_settings(self.optimizer)  # as built; see checkpointing.py
         return train_loader, val_loader
 
     def _batches_per_epoch(self, loader: Any) -> int | None:
