@@ -149,7 +149,7 @@ print(f"scenario matrix: seed {SEED} (TRAINWRIGHT_SCENARIO_SEED={SEED} repeats t
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    answers = {"project_name": "Scenario Trainer", "distributed": True, "loggers": ["csv", "mlflow"]}
+    answers = {"project_name": "Scenario Trainer", "distributed": True, "loggers": ["csv", "tensorboard", "mlflow"]}
     return render(tmp_path_factory.mktemp("scenarios") / "project", core_source="index", **answers)
 
 
@@ -372,3 +372,73 @@ def test_a_fixed_scenario_holds(project, scenario, tmp_path_factory):
 def test_a_drawn_scenario_holds(project, scenario, tmp_path_factory):
     """A seeded random draw from the whole matrix (its seed printed) ends as its reference says."""
     check(project, scenario, tmp_path_factory.getbasetemp() / "scenarios")
+
+
+# -- paths that no other test takes -------------------------------------------------------------------
+
+
+def test_a_run_started_again_from_its_config_toml_is_the_same_run(project, tmp_path):
+    """fit --config <run_dir>/config.toml (into another run directory) trains the same weights, bit for bit."""
+    scenario = Scenario("single", 1, "map", 0, "32-true", 3, "onecycle")
+    first = tmp_path / "first" / "run"
+    first.parent.mkdir()
+    assert launch(project, scenario, first).returncode == 0
+    again = tmp_path / "again" / "run"
+    again.parent.mkdir()
+    config = first / "config.toml"
+    result = launch(project, scenario, again, f"--config={config}", f"--run-dir={again}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert_same_run(first, again, scenario)
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_through_the_trainer_rewinds_on_resume(project, tmp_path):
+    """Killed after a checkpoint, then resumed: TensorBoard holds each step once, with the unbroken run's values."""
+    scenario = Scenario("single", 1, "map", 0, "32-true", 1, "cosine", "SIGKILL", (1, 7))
+    runs = {}
+    for name, fault in (("straight", False), ("killed", True)):
+        runs[name] = tmp_path / name / "run"
+        runs[name].parent.mkdir()
+        result = launch(project, scenario, runs[name], "--loggers=csv,tensorboard", fault=fault)
+        assert (result.returncode == 0) != fault, result.stderr[-4000:]
+    resumed = launch(project, scenario, runs["killed"], "--loggers=csv,tensorboard", "--resume=last", fault=False)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    straight, killed = tensorboard_scalars(runs["straight"]), tensorboard_scalars(runs["killed"])
+    assert "train/loss" in straight and "val/loss" in straight
+    assert killed.keys() == straight.keys()
+    for tag, points in straight.items():
+        got = killed[tag]
+        assert [step for step, _ in got] == [step for step, _ in points], f"{tag}: steps repeated or missing"
+        if not tag.startswith(("time/", "throughput/")):
+            assert [value for _, value in got] == [value for _, value in points], tag
+
+
+def test_the_fsdp_options_work_through_the_trainer(project, tmp_path):
+    """On 2 processes: reshard_after_forward=false takes the default steps; meta_init trains, saves and resumes."""
+    scenario = Scenario("fsdp", 2, "map", 0, "32-true", 1, "cosine")
+    runs = {}
+    for name, extra in {
+        "default": (),
+        "no-reshard": ("--fsdp.reshard-after-forward=false",),
+        "meta": ("--fsdp.meta-init=true", "--max-epochs=1"),
+    }.items():
+        runs[name] = tmp_path / name / "run"
+        runs[name].parent.mkdir()
+        result = launch(project, scenario, runs[name], *extra)
+        assert result.returncode == 0, f"{name}:\n{result.stderr[-4000:]}"
+    default, no_reshard = checkpoint(runs["default"])["model"], checkpoint(runs["no-reshard"])["model"]
+    for name, value in default.items():
+        torch.testing.assert_close(no_reshard[name], value, atol=1e-6, rtol=0, msg=name)
+    resumed = launch(project, scenario, runs["meta"], "--fsdp.meta-init=true", "--resume=last")
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    meta = checkpoint(runs["meta"])
+    assert meta["trainer"]["global_step"] == checkpoint(runs["default"])["trainer"]["global_step"]
+    assert finite(meta["model"])
+    losses = [float(row["train/loss"]) for row in rows(runs["meta"]) if row.get("train/loss")]
+    assert losses[-1] < losses[0]
