@@ -23,13 +23,24 @@ CASES = {
         "license": "Apache-2.0",
     },
     "regression-tensorboard": {"task": "regression", "loggers": ["tensorboard"], "license": "BSD-3-Clause"},
-    "custom-names": {"project_name": "Vision.Lab", "package_name": "vlab", "license": "Proprietary", "precision": "bf16-mixed"},
+    "custom-names": {
+        "project_name": "Vision.Lab",
+        "package_name": "vlab",
+        "license": "Proprietary",
+        "precision": "bf16-mixed",
+    },
 }
 
 
 def answers_of(case: dict) -> dict:
     defaults = {"callbacks": ["timing", "lr_monitor", "profiler", "checkpoint", "progress_bar"], "loggers": ["csv"]}
-    defaults |= {"distributed": False, "ci": "none", "license": "MIT", "package_name": "my_trainer", "task": "classification"}
+    defaults |= {
+        "distributed": False,
+        "ci": "none",
+        "license": "MIT",
+        "package_name": "my_trainer",
+        "task": "classification",
+    }
     return defaults | case
 
 
@@ -47,7 +58,8 @@ def test_nothing_is_left_unrendered(project):
     """No Jinja delimiter survives in any file or file name."""
     root, _ = project
     for path in text_files(root):
-        assert "{{" not in str(path) and "{%" not in str(path), path
+        assert "{{" not in str(path), path
+        assert "{%" not in str(path), path
         text = path.read_text(encoding="utf-8")
         for marker in ("{{", "{%", "{#", "%}"):
             assert marker not in text, f"{path.relative_to(root)} contains {marker!r}"
