@@ -1,5 +1,6 @@
 """Every callback alone and all together, both tasks, both loggers, distributed on and off:
-each renders completely, parses, compiles and is ruff-clean, with exactly the files its answers ask for."""
+each renders completely, parses, compiles, is ruff-clean and free of import circles, with exactly the files
+its answers ask for."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.import_graph import import_cycles, import_graph
 from tests.template.helpers import ALL_CALLBACKS, render, ruff
 
 CASES = {
@@ -110,3 +112,14 @@ def test_ruff_is_clean(project):
     root, _ = project
     ruff("check", ".", cwd=root)
     ruff("format", "--check", ".", cwd=root)
+
+
+def test_the_package_has_no_import_circles(project):
+    """No module of the generated package imports, directly or through others, a module that imports it
+    (an import under ``if TYPE_CHECKING:`` names a type and does not count)."""
+    root, answers = project
+    package = root / "src" / answers["package_name"]
+    graph = import_graph(package)
+    assert f"{answers['package_name']}.trainer" in graph, sorted(graph)
+    cycles = import_cycles(package)
+    assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
