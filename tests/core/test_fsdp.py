@@ -621,7 +621,8 @@ def test_split_and_insert_are_inverse():
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp"])
 def test_a_compiled_model_sets_up_under_every_strategy(strategy, tmp_path):
-    """torch.compile(model) and model.compile() both set up; checkpoint keys never carry _orig_mod."""
+    """torch.compile(model) and model.compile() both set up; checkpoint keys never carry _orig_mod, and a
+    checkpoint loads back into the compiled model."""
     keys = list(net().state_dict())
     for in_place in (False, True):
         torch._dynamo.reset()
@@ -644,8 +645,14 @@ def test_a_compiled_model_sets_up_under_every_strategy(strategy, tmp_path):
             fabric.backward(wrapped(torch.randn(4, fsdp_worker.FEATURES)).pow(2).mean())
             optimizer.step()
             assert list(wrapped.state_dict()) == keys
+            saved = {k: v.clone() for k, v in whole(wrapped.state_dict()).items()}
             fabric.save(tmp_path / f"{strategy}-{in_place}.ckpt", {"model": wrapped})
+            with torch.no_grad():
+                for parameter in wrapped.parameters():
+                    parameter.add_(1.0)  # so that a load that restores nothing cannot pass
             fabric.load(tmp_path / f"{strategy}-{in_place}.ckpt", {"model": wrapped})
+            loaded = whole(wrapped.state_dict())
+            assert all(torch.equal(loaded[k], v) for k, v in saved.items()), (strategy, in_place)
     torch._dynamo.reset()
 
 
