@@ -9,10 +9,10 @@ import time
 import pytest
 import torch
 
+from tests.core.helpers import dev_dependency
 from trainwright import Fabric, MLflowLogger
 
-pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient
+MlflowClient = dev_dependency("mlflow.tracking").MlflowClient
 
 
 @pytest.fixture(scope="module")
