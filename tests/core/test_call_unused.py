@@ -147,3 +147,25 @@ def test_no_callbacks_at_all():
         assert fabric.call("on_x") == []
     fabric.callbacks.append(types.SimpleNamespace(on_x=lambda a: a))
     assert fabric.call("on_x", a=5) == [5]
+
+
+def test_on_another_rank_a_hook_only_rank_zero_callbacks_have_is_unused_until_one_is_not():
+    """On a rank other than zero, a hook that only rank_zero_only callbacks implement calls nothing, whatever
+    the arguments; clearing the flag makes the next call run it, filtered."""
+    from trainwright._dispatch import _STALE, Dispatcher
+
+    class RankZero(Implements):
+        rank_zero_only = True
+
+    dispatcher = Dispatcher(is_global_zero=False)
+    callbacks = [RankZero(), Quiet()]
+
+    def call(**kwargs):  # what Fabric.call does: the cached plan first, the dispatcher when it is stale
+        plan = dispatcher.plans.get("on_x")
+        result = _STALE if plan is None else plan(callbacks, (), kwargs)
+        return dispatcher.dispatch(callbacks, "on_x", (), kwargs) if result is _STALE else result
+
+    assert call(a=1) == []
+    assert dispatcher.plans["on_x"](callbacks, (), {"b": 2}) == []  # the same plan, other arguments
+    callbacks[0].rank_zero_only = False
+    assert call(a=3, b=4) == [("implements", 3)]
