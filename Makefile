@@ -8,7 +8,7 @@ INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test docs lint format bench clean
 
-$(VENV)/.installed: core/pyproject.toml core/src/trainwright/__init__.py constraints.txt
+$(VENV)/.installed: core/pyproject.toml core/src/trainwright/_version.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(INSTALL) -e 'core[dev]'
 	touch $@

@@ -2,6 +2,13 @@
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests run without Hypothesis's 200 ms per-example deadline: on a loaded 2-core machine
+# an example can take longer for reasons that are not the code's (and a first example compiles
+# plans and analyses signatures). The example counts still bound each test.
+settings.register_profile("trainwright", deadline=None)
+settings.load_profile("trainwright")
 
 
 def pytest_collection_modifyitems(config, items):

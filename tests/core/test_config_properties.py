@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainwright.config import ConfigError, apply_mapping, apply_overrides
@@ -127,3 +127,8 @@ def test_a_toml_value_is_accepted_exactly_when_it_has_the_fields_type(field, val
     config = apply_mapping(Settings(), {field: value})
     expected = None if field == "limit" and isinstance(value, str) else Path(value) if field == "path" else value
     assert get(config, field) == expected
+
+
+def test_property_tests_have_no_deadline():
+    """The property tests run under the repository's Hypothesis profile, which drops the 200 ms deadline."""
+    assert settings().deadline is None

@@ -99,7 +99,10 @@ def test_fsdp_on_one_gpu_shards_over_a_cuda_mesh_and_trains(cpu_offload, tmp_pat
             optimizer.zero_grad()
             losses.append(loss.item())
         assert losses[-1] < losses[0]
+        weights = {k: v.full_tensor().clone() for k, v in model.state_dict().items()}
         fabric.save(tmp_path / "ckpt", {"model": model, "optimizer": optimizer})
-        weights = {k: v.full_tensor() for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(1.0)  # so that a load that restores nothing cannot pass
         fabric.load(tmp_path / "ckpt", {"model": model, "optimizer": optimizer})
         assert all(torch.equal(v.full_tensor(), weights[k]) for k, v in model.state_dict().items())

@@ -9,11 +9,11 @@ distributed checkpoints.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -314,12 +314,20 @@ def test_a_strategy_instance_serves_one_fabric():
             Fabric(accelerator="cpu", strategy=strategy)
 
 
-@pytest.mark.parametrize("strategy", [DDPStrategy, FSDPStrategy])
-def test_the_timeout_reaches_the_process_group(strategy):
-    """A strategy's timeout is the process group's: a collective waiting on a dead peer fails after it."""
-    with Fabric(accelerator="cpu", strategy=strategy(timeout=timedelta(seconds=42))):
-        backend = dist.group.WORLD._get_backend(torch.device("cpu"))
-        assert backend.options._timeout == timedelta(seconds=42)
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_a_collective_waiting_on_a_hung_peer_fails_after_the_strategys_timeout(strategy, tmp_path):
+    """With timeout=2 s, an all_reduce that the other process never joins raises after about 2 s, not the
+    default 30 minutes: the strategy's timeout is the process group's."""
+    worker = Path(__file__).with_name("timeout_worker.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    result = run_bounded([*command, str(worker), strategy, "2", str(tmp_path)], 180, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "rank0.json").read_text(encoding="utf-8"))
+    assert report["error"] is not None, "the all_reduce returned although rank 1 never joined it"
+    assert "timed out" in report["error"].lower() or "timeout" in report["error"].lower(), report["error"]
+    assert 1.9 <= report["seconds"] < 15, report
 
 
 def test_wrap_policies_choose_the_units():
@@ -621,7 +629,8 @@ def test_split_and_insert_are_inverse():
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp"])
 def test_a_compiled_model_sets_up_under_every_strategy(strategy, tmp_path):
-    """torch.compile(model) and model.compile() both set up; checkpoint keys never carry _orig_mod."""
+    """torch.compile(model) and model.compile() both set up; checkpoint keys never carry _orig_mod, and a
+    checkpoint loads back into the compiled model."""
     keys = list(net().state_dict())
     for in_place in (False, True):
         torch._dynamo.reset()
@@ -644,8 +653,14 @@ def test_a_compiled_model_sets_up_under_every_strategy(strategy, tmp_path):
             fabric.backward(wrapped(torch.randn(4, fsdp_worker.FEATURES)).pow(2).mean())
             optimizer.step()
             assert list(wrapped.state_dict()) == keys
+            saved = {k: v.clone() for k, v in whole(wrapped.state_dict()).items()}
             fabric.save(tmp_path / f"{strategy}-{in_place}.ckpt", {"model": wrapped})
+            with torch.no_grad():
+                for parameter in wrapped.parameters():
+                    parameter.add_(1.0)  # so that a load that restores nothing cannot pass
             fabric.load(tmp_path / f"{strategy}-{in_place}.ckpt", {"model": wrapped})
+            loaded = whole(wrapped.state_dict())
+            assert all(torch.equal(loaded[k], v) for k, v in saved.items()), (strategy, in_place)
     torch._dynamo.reset()
 
 

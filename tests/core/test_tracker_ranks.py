@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.core import tracker_worker
+from tests.core.helpers import dev_dependency
 from tests.core.test_ddp import run_bounded
 from tests.core.wandb_records import offline_runs, read_run
 from trainwright.checkpoint import CheckpointIO
 
-pytest.importorskip("mlflow")
-pytest.importorskip("wandb")
+dev_dependency("mlflow")
+dev_dependency("wandb")
 
 
 @pytest.mark.slow

@@ -123,17 +123,23 @@ def test_16_mixed_scales_the_loss_and_unscales_before_clipping():
 
 
 def test_16_mixed_with_two_optimizers_updates_the_scale_once_per_iteration():
-    """Two optimizers stepped in one 16-mixed iteration both step; the scale updates at the next backward."""
+    """Two optimizers stepped in one 16-mixed iteration both step; the scale updates once, at the next backward."""
     fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    # A scaler that grows at every update, so that each update shows in the scale: twice per
+    # iteration would quadruple it, none would leave it where it started.
+    fabric.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
     encoder, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
     model = fabric.setup(torch.nn.Sequential(encoder, head))
     opt_a, opt_b = torch.optim.SGD(encoder.parameters(), lr=0.1), torch.optim.SGD(head.parameters(), lr=0.1)
     _, opt_a, opt_b = fabric.setup(torch.nn.Identity(), opt_a, opt_b)
+    scales = []
     for _ in range(3):
         before = [p.detach().clone() for p in model.parameters()]
         fabric.backward(model(torch.randn(8, 4)).pow(2).mean())
+        scales.append(fabric.precision.scaler.get_scale())  # the scale this backward used
         opt_a.step()
         opt_b.step()
         opt_a.zero_grad()
         opt_b.zero_grad()
         assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert scales == [2.0**10, 2.0**11, 2.0**12]

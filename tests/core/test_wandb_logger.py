@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 
+from tests.core.helpers import dev_dependency
 from tests.core.wandb_records import offline_runs, read_run
 from trainwright import Fabric, WandbLogger
 
-wandb = pytest.importorskip("wandb")
+wandb = dev_dependency("wandb")
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,12 @@
-"""The language-model task's corpus: made here, from a small grammar, so that it is free of any license.
+r"""The language-model task's corpus: made here, from a small grammar, so that it is free of any license.
 
 The text has structure a character model can learn in a minute on a CPU (spelling, word order,
 agreement, punctuation, line breaks) and enough variety that it does not memorise it. The
 template ships its output; ``test_lm_corpus.py`` checks the shipped file is exactly what this
 makes, so anyone can see where it came from and remake it:
 
-    .venv/bin/python tests/template/corpus.py > "template/src/{{package_name}}/{% if task == 'language_model' %}corpus.txt{% endif %}"
+    .venv/bin/python tests/template/corpus.py \
+        > "template/src/{{package_name}}/{% if task == 'language_model' %}corpus.txt{% endif %}"
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ def run(*command: str | Path, cwd: Path | None = None, timeout: float = 600, env
         [str(c) for c in command], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, command))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(map(str, command))} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

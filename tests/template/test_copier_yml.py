@@ -15,7 +15,7 @@ QUESTIONS = {name: spec for name, spec in CONFIG.items() if not name.startswith(
 
 
 def core_version() -> str:
-    text = (ROOT / "core" / "src" / "trainwright" / "__init__.py").read_text(encoding="utf-8")
+    text = (ROOT / "core" / "src" / "trainwright" / "_version.py").read_text(encoding="utf-8")
     return re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE).group(1)
 
 

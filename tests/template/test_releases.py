@@ -2,8 +2,8 @@
 
 The repository carries no tags (CI clones main afresh, and tags made there do not survive), so the
 test clones the history into a throwaway folder and tags each release where it was cut: at the
-commit releases.txt records, or else the commit that set core/src/trainwright/__init__.py's
-``__version__``. A project is generated at the
+commit releases.txt records, or else the commit that set the core's ``__version__`` (in
+core/src/trainwright/_version.py; up to 0.5.0, in its ``__init__.py``). A project is generated at the
 latest release before HEAD, edited as a user would, committed, and updated to HEAD with
 `copier update`; and a project of the release before that is updated to a chosen release with
 `copier update --vcs-ref`. Uncommitted changes of the working tree are not part of the history.
@@ -28,7 +28,9 @@ from tests.template.helpers import ROOT, run
 
 pytestmark = pytest.mark.slow
 
-VERSION_FILE = "core/src/trainwright/__init__.py"
+VERSION_FILE = "core/src/trainwright/_version.py"
+# Where the version was set before it had a module of its own; the history of old releases is there.
+OLD_VERSION_FILE = "core/src/trainwright/__init__.py"
 VERSION_LINE = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
 
 # What a user changes in a generated project (default answers): (file, old text, new text).
@@ -71,9 +73,11 @@ def release_commits(repo: Path, recorded: dict[str, str] | None = None) -> dict[
     """``{"vX.Y.Z": commit}``, oldest first: the recorded commit of each release that ``repo`` holds, else the
     commit that set that version of the core."""
     releases: dict[str, str] = {}
-    changes = git(repo, "log", "--reverse", "--format=%H", "-G", VERSION_LINE.pattern, "--", VERSION_FILE).split()
+    changes = git(
+        repo, "log", "--reverse", "--format=%H", "-G", VERSION_LINE.pattern, "--", VERSION_FILE, OLD_VERSION_FILE
+    ).split()
     for commit in changes:
-        match = VERSION_LINE.search(git(repo, "show", f"{commit}:{VERSION_FILE}"))
+        match = VERSION_LINE.search(version_source(repo, commit))
         tag = f"v{match.group(1)}" if match else None
         if tag and tag not in releases:
             releases[tag] = commit
@@ -82,6 +86,13 @@ def release_commits(repo: Path, recorded: dict[str, str] | None = None) -> dict[
     versions = [Version(tag) for tag in releases]
     assert versions == sorted(versions), f"the core's version went backwards in the history: {list(releases)}"
     return releases
+
+
+def version_source(repo: Path, commit: str) -> str:
+    """The text of the file that sets the core's ``__version__`` at ``commit``."""
+    present = git(repo, "ls-tree", "--name-only", commit, "--", VERSION_FILE, OLD_VERSION_FILE).split()
+    name = VERSION_FILE if VERSION_FILE in present else OLD_VERSION_FILE
+    return git(repo, "show", f"{commit}:{name}")
 
 
 def require_history(repo: Path) -> None:
@@ -223,7 +234,7 @@ def test_release_commits_are_found_where_the_core_version_changed(tmp_path):
 def test_the_recorded_releases_are_in_this_history():
     """Every commit in releases.txt is in the checkout's history and holds the version its tag names."""
     for tag, commit in recorded_releases().items():
-        text = git(ROOT, "show", f"{commit}:{VERSION_FILE}")
+        text = version_source(ROOT, commit)
         assert VERSION_LINE.search(text).group(1) == tag.removeprefix("v"), (tag, commit)
 
 

@@ -1,5 +1,6 @@
 """Every callback alone and all together, both tasks, both loggers, distributed on and off:
-each renders completely, parses, compiles and is ruff-clean, with exactly the files its answers ask for."""
+each renders completely, parses, compiles, is ruff-clean and free of import circles, with exactly the files
+its answers ask for."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.import_graph import import_cycles, import_graph
 from tests.template.helpers import ALL_CALLBACKS, render, ruff
 
 CASES = {
@@ -23,13 +25,24 @@ CASES = {
         "license": "Apache-2.0",
     },
     "regression-tensorboard": {"task": "regression", "loggers": ["tensorboard"], "license": "BSD-3-Clause"},
-    "custom-names": {"project_name": "Vision.Lab", "package_name": "vlab", "license": "Proprietary", "precision": "bf16-mixed"},
+    "custom-names": {
+        "project_name": "Vision.Lab",
+        "package_name": "vlab",
+        "license": "Proprietary",
+        "precision": "bf16-mixed",
+    },
 }
 
 
 def answers_of(case: dict) -> dict:
     defaults = {"callbacks": ["timing", "lr_monitor", "profiler", "checkpoint", "progress_bar"], "loggers": ["csv"]}
-    defaults |= {"distributed": False, "ci": "none", "license": "MIT", "package_name": "my_trainer", "task": "classification"}
+    defaults |= {
+        "distributed": False,
+        "ci": "none",
+        "license": "MIT",
+        "package_name": "my_trainer",
+        "task": "classification",
+    }
     return defaults | case
 
 
@@ -47,7 +60,8 @@ def test_nothing_is_left_unrendered(project):
     """No Jinja delimiter survives in any file or file name."""
     root, _ = project
     for path in text_files(root):
-        assert "{{" not in str(path) and "{%" not in str(path), path
+        assert "{{" not in str(path), path
+        assert "{%" not in str(path), path
         text = path.read_text(encoding="utf-8")
         for marker in ("{{", "{%", "{#", "%}"):
             assert marker not in text, f"{path.relative_to(root)} contains {marker!r}"
@@ -98,3 +112,14 @@ def test_ruff_is_clean(project):
     root, _ = project
     ruff("check", ".", cwd=root)
     ruff("format", "--check", ".", cwd=root)
+
+
+def test_the_package_has_no_import_circles(project):
+    """No module of the generated package imports, directly or through others, a module that imports it
+    (an import under ``if TYPE_CHECKING:`` names a type and does not count)."""
+    root, answers = project
+    package = root / "src" / answers["package_name"]
+    graph = import_graph(package)
+    assert f"{answers['package_name']}.trainer" in graph, sorted(graph)
+    cycles = import_cycles(package)
+    assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)

@@ -7,7 +7,6 @@ import csv
 import os
 import re
 import sys
-from pathlib import Path
 
 from tests.template.helpers import ROOT, render, run
 

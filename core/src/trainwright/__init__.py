@@ -5,9 +5,8 @@ The public surface is small: ``Fabric``, the loggers, seeding, ``run_metadata``,
 in their subpackages for those who extend them.
 """
 
-__version__ = "0.5.0"
-
 from trainwright._dispatch import HookSignatureError, UnusedHook
+from trainwright._version import __version__
 from trainwright.config import ConfigError
 from trainwright.fabric import Fabric
 from trainwright.loggers import CSVLogger, Logger, MLflowLogger, TensorBoardLogger, WandbLogger

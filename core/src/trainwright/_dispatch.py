@@ -7,7 +7,9 @@ hand costs (the same trick ``dataclasses`` and ``attrs`` use for ``__init__``). 
 analysed once per function. On every call the plan first checks that the callbacks, the keyword
 names and the hooks themselves (present or absent) are still the ones it was compiled for, and
 reports itself stale otherwise, so appending a callback, rebinding a hook on an instance or
-adding one to a class takes effect at once.
+adding one to a class takes effect at once. A hook that no callback has gets a plan that only
+asks each callback whether it has the hook now, whatever the arguments: a hook that a loop fires
+but nobody implements costs a few attribute checks, never a recompilation.
 """
 
 from __future__ import annotations
@@ -147,6 +149,27 @@ def _owner(callback: object) -> str:
     return type(callback).__qualname__.rpartition("<locals>.")[2]
 
 
+def _unused_plan(count: int, hook: str) -> Plan:
+    """The plan of a hook that none of ``count`` callbacks has: it checks that this still holds.
+
+    It asks only whether each callback in the list now has the hook, whichever objects they are,
+    and ignores the arguments: no callback is called, so nothing else can change the result. A
+    callback appended, replaced or given the hook (on the instance or its class) makes it stale.
+    """
+    checks = " or ".join(f"_hasattr(_x{j}, {hook!r})" for j in range(count))
+    lines = ["def _plan(_cbs, _args, _kw):"]
+    if count:
+        lines += ["    try:", f"        {''.join(f'_x{j}, ' for j in range(count))}= _cbs"]
+        lines += ["    except ValueError:", "        return _STALE", f"    if {checks}:", "        return _STALE"]
+    else:
+        lines += ["    if _cbs:", "        return _STALE"]
+    lines.append("    return []")
+    namespace: dict[str, object] = {}
+    code = compile("\n".join(lines), f"<trainwright plan for unused {hook!r}>", "exec")
+    exec(code, {"_STALE": _STALE, "_hasattr": hasattr}, namespace)
+    return namespace["_plan"]
+
+
 class Dispatcher:
     """Compiles and caches one plan per hook; ``Fabric`` keeps the plans in ``plans``.
 
@@ -254,8 +277,8 @@ class Dispatcher:
         }
         unpack = [f"_x{j}" for j in range(len(callbacks))]
         guards = [f"_x{j} is not _c{j}" for j in range(len(callbacks))]
-        guards += ["_args" if nargs == 0 else f"len(_args) != {nargs}", f"len(_kw) != {len(names)}"]
         fetches, calls, owners = [], [], []
+        missing = 0  # callbacks that lack the hook altogether
         for j, callback in enumerate(callbacks):
             env[f"_c{j}"] = callback
             if not self.is_global_zero:
@@ -266,6 +289,7 @@ class Dispatcher:
                     continue
             target = self._classify(callback, j, hook, env, guards, fetches, volatile)
             if target is None:
+                missing += env[f"_f{j}"] is _MISSING
                 continue
             selected = self._selected(callback, hook, env[f"_f{j}"], nargs, names)
             selected = names if selected is None else selected
@@ -280,6 +304,15 @@ class Dispatcher:
                 f"in fabric.call({hook!r}): raised by callback {_owner(callback)}.{hook} (fabric.callbacks[{j}])"
             )
         env["_owners"] = owners
+        if missing == len(callbacks):
+            return _unused_plan(len(callbacks), hook)
+        if calls:
+            # A plan that calls nothing (no callback implements the hook) ignores the arguments,
+            # so it stays valid whatever a call passes: an unused hook costs these checks only.
+            guards[len(callbacks) : len(callbacks)] = [
+                "_args" if nargs == 0 else f"len(_args) != {nargs}",
+                f"len(_kw) != {len(names)}",
+            ]
 
         lines = ["def _plan(_cbs, _args, _kw):", "    try:"]
         if len(callbacks) > 1:
@@ -288,12 +321,13 @@ class Dispatcher:
             lines.append("        _x0, = _cbs")
         else:
             lines.append("        if _cbs: return _STALE")
-        lines += [f"        _v{i} = _kw[{n!r}]" for i, n in enumerate(names)]
+        lines += [f"        _v{i} = _kw[{n!r}]" for i, n in enumerate(names)] if calls else []
         lines += ["    except (ValueError, KeyError):", "        return _STALE"]
         # An AttributeError in a check means a hook was deleted (from the class, say): stale.
-        lines += ["    try:"] + [f"        {fetch}" for fetch in fetches]
-        lines += [f"        if {' or '.join(guards)}:", "            return _STALE"]
-        lines += ["    except AttributeError:", "        return _STALE"]
+        if guards:
+            lines += ["    try:"] + [f"        {fetch}" for fetch in fetches]
+            lines += [f"        if {' or '.join(guards)}:", "            return _STALE"]
+            lines += ["    except AttributeError:", "        return _STALE"]
         if calls:
             lines += ["    _i = 0", "    try:"]
             for i, call in enumerate(calls):

@@ -13,7 +13,7 @@ from trainwright._skipping import iterate_from
 
 if TYPE_CHECKING:
     from trainwright.precision import Precision
-    from trainwright.strategies import Strategy
+    from trainwright.strategies.base import Strategy
 
 
 class FabricModule(torch.nn.Module):

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import torch
 
-from trainwright import __version__
 from trainwright._collections import apply_to_tensors, move_to_device
 from trainwright._compile import unwrap_compiled
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
 from trainwright._evaluation import EvenEvaluationLoader
 from trainwright._scalars import read_scalars
+from trainwright._version import __version__
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
 from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, check_format, restore, to_plain

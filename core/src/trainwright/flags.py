@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainwright._resolved_flags import Flags
 from trainwright.strategies import STRATEGY_CLASSES, Strategy
 from trainwright.strategies.environment import env_int
 
@@ -36,24 +37,6 @@ class Hardware:
     cuda_bf16: bool = False
     mps: bool = False
     world_size: int = 1
-
-
-@dataclass(frozen=True)
-class Flags:
-    """The resolved, validated flags that ``Fabric`` builds its components from.
-
-    Attributes:
-        accelerator: ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        devices: indices of the devices this job uses (for cpu, one index per process).
-        strategy: the name of the strategy, a key of ``trainwright.strategies.STRATEGY_CLASSES``
-            (or of the ``Strategy`` instance given).
-        precision: one of ``PRECISIONS``.
-    """
-
-    accelerator: str
-    devices: tuple[int, ...]
-    strategy: str
-    precision: str
 
 
 def probe_hardware(environ: Mapping[str, str] | None = None) -> Hardware:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import trainwright
+from trainwright._version import __version__
 
 if TYPE_CHECKING:
     from trainwright.fabric import Fabric
@@ -41,7 +41,7 @@ def run_metadata(fabric: Fabric, source_dir: str | os.PathLike | None = None) ->
         "python": platform.python_version(),
         "torch": str(torch.__version__),  # a str subclass, which weights_only loading refuses
         "cuda": str(torch.version.cuda) if torch.version.cuda else None,
-        "trainwright": trainwright.__version__,
+        "trainwright": __version__,
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "world_size": fabric.world_size,

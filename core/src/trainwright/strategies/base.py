@@ -16,8 +16,8 @@ from trainwright.strategies._materialize import materialize
 from trainwright.strategies._optimizers import parameter_names, remap_parameters
 
 if TYPE_CHECKING:
+    from trainwright._resolved_flags import Flags
     from trainwright.accelerators import Accelerator
-    from trainwright.flags import Flags
     from trainwright.precision import Precision
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from trainwright import __version__
 from trainwright import _distributed_checkpoint as sharded
+from trainwright._version import __version__
 from trainwright._wrappers import FabricModule, FabricOptimizer
 from trainwright.checkpoint import CheckpointIO, check_format, load_into, to_plain
 from trainwright.strategies._materialize import materialize
@@ -30,8 +30,8 @@ from trainwright.strategies.parallel import ParallelStrategy
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
 
+    from trainwright._resolved_flags import Flags
     from trainwright.accelerators import Accelerator
-    from trainwright.flags import Flags
     from trainwright.precision import Precision
 
 #: ``wrap_policy``: which submodules become FSDP units of their own (see ``FSDPStrategy``).

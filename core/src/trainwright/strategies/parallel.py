@@ -15,7 +15,7 @@ from trainwright.strategies.environment import LaunchEnvironment
 from trainwright.strategies.sharding import shard_dataloader
 
 if TYPE_CHECKING:
-    from trainwright.flags import Flags
+    from trainwright._resolved_flags import Flags
 
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "mean": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 
