@@ -84,7 +84,7 @@ training_step = Task.training_step
 
 def poisoned(task, model, batch):
     outputs = training_step(task, model, batch)
-    if fault.get("kind") == "nan" and position == fault["at"] and RANK == fault.get("rank", 0):
+    if fault.get("kind") == "nan" and position == fault["at"] and fault.get("rank", 0) == RANK:
         if isinstance(outputs, dict):
             return {**outputs, "loss": outputs["loss"] * float("nan")}
         return outputs * float("nan")
