@@ -79,6 +79,12 @@ class CheckpointIO:
             raise ValueError(f"refusing to load {str(path)!r}: {reason}" + (f" ({detail})" if detail else "")) from None
         except (RuntimeError, EOFError, OSError) as error:
             raise ValueError(f"{str(path)!r} is not a readable checkpoint: {error}") from None
+        except (KeyError, IndexError, ValueError, TypeError):
+            # What the unpickler raises on bytes that are no pickle at all (a text file, say): its
+            # message is an opcode number, which says nothing to the reader.
+            raise ValueError(
+                f"{str(path)!r} is not a checkpoint: it is neither a zip archive nor a pickle that torch.load reads"
+            ) from None
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
         return checkpoint

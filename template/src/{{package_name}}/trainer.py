@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from trainwright import Fabric, Logger, restore_rng_state
+from trainwright.config import ConfigError
 
 from .checkpointing import checkpoint_of, optimizer_settings, resume_from, stateful_callbacks
 from .config import Config
@@ -28,6 +29,7 @@ from .run_dir import record_run, upload_artifacts
 from .schedule import schedule_length
 from .strategy import strategy_for
 from .task import Task
+from .task_checks import check_training_outputs, task_mistakes
 
 _END = object()  # the end of a data loader's iterator
 
@@ -151,12 +153,18 @@ class Trainer:
         fabric, config, task = self.fabric, self.config, self.task
         if fabric.device.type == "cuda":
             torch.set_float32_matmul_precision(config.matmul_precision)  # "high": TF32 tensor cores for float32
-        train_loader, val_loader = task.build_dataloaders()
+        with task_mistakes("its data"):
+            train_loader, val_loader = task.build_dataloaders()
         train_loader = fabric.setup_dataloaders(train_loader)
+        if self._batches_per_epoch(train_loader) == 0:
+            raise ConfigError(
+                "the training loader has no batch on this process (its data, batch_size and drop_last, and "
+                "limit_train_batches, leave none): nothing would train"
+            )
         if val_loader is not None:  # every sample once on some process, so that the mean is exact
             val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
         meta = config.strategy == "fsdp" and config.fsdp.meta_init  # nothing allocated until it is sharded
-        with fabric.init_module(empty_init=meta):
+        with fabric.init_module(empty_init=meta), task_mistakes("its model"):
             model = task.build_model()
         if config.compile:
             # Fabric compiles what the strategy makes of the model; the checkpoint keeps the plain model's keys.
@@ -212,10 +220,13 @@ class Trainer:
             loader.skip_batches(self.batch_idx)  # resumed mid-epoch: skip what was trained, without loading it
         self.model.train()
         self._call("on_train_epoch_start", epoch=self.epoch)
-        for batch_idx, batch, is_last in self._batches(loader, start=self.batch_idx):
+        start = self.batch_idx
+        for batch_idx, batch, is_last in self._batches(loader, start=start):
             # Stop only after an optimizer step, so a checkpoint never holds half a window.
             if self._train_batch(batch, batch_idx, is_last) and self._finished():
                 return is_last
+        if start == 0 and self.batch_idx == 0:  # a stream that yielded nothing: the epochs would all be empty
+            raise ConfigError(f"the training loader yielded no batch in epoch {self.epoch}: nothing would train")
         return True
 
     def _batches(self, loader: Any, start: int) -> Iterator[tuple[int, Any, bool]]:
@@ -250,10 +261,8 @@ class Trainer:
         with fabric.no_backward_sync(model, enabled=not is_step):
             outputs = self.task.training_step(model, batch)
             loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise TypeError(
-                    f"training_step must return a one-element loss tensor (or a dict with one), not {loss!r}"
-                )
+            if self._last_step is None:  # the fit's first window: check the outputs once, not on every batch
+                check_training_outputs(outputs)
             if config.nonfinite_loss != "skip" or self._loss_is_finite(loss, batch_idx):
                 self._call("on_before_backward", loss=loss)
                 fabric.backward(loss / accum if accum > 1 else loss)
