@@ -124,6 +124,26 @@ def train(
             "losses": losses, "norms": norms, "unsynced_grads": unsynced_grads}  # fmt: skip
 
 
+def gradients_after_a_skipped_window(fabric: Fabric, set_to_none: bool = True) -> dict[str, torch.Tensor]:
+    """Two backward passes under no_backward_sync whose window is dropped (zero_grad, no step), then a
+    window of two: the whole gradients that window's step would apply."""
+    model = net()
+    model, optimizer = fabric.setup(model, optimizer_for(model))
+    generator = torch.Generator().manual_seed(7 + fabric.global_rank)
+    batches = [10 * torch.randn(4, FEATURES, generator=generator) for _ in range(4)]
+    for x in batches[:2]:  # the dropped window never reaches its synchronising backward
+        with fabric.no_backward_sync(model):
+            fabric.backward(model(x).pow(2).mean())
+    optimizer.zero_grad(set_to_none=set_to_none)
+    for i, x in enumerate(batches[2:]):
+        with fabric.no_backward_sync(model, enabled=i == 0):
+            fabric.backward(model(x).pow(2).mean())
+    return {
+        name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().clone()
+        for name, p in model.module.named_parameters()
+    }
+
+
 def compute_dtypes(fabric: Fabric) -> dict:
     """The dtype a block's weight has inside its forward pass, and the stored (sharded) dtype."""
     model = net()
@@ -208,6 +228,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         ddp = train(fabric)
         result["ddp"] = {k: ddp[k] for k in ("initial", "final", "losses", "norms")}
         result["ddp_meta_initial"] = train(fabric, empty_init=True, steps=0)["initial"]
+        result["skipped window, ddp"] = gradients_after_a_skipped_window(fabric)
     with Fabric(accelerator="cpu", strategy=DDPStrategy(find_unused_parameters=True)) as fabric:
         result["unused_losses"] = unused_parameters(fabric)
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
@@ -218,6 +239,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         result["local_numel"] = sum(p.to_local().numel() for p in fsdp["model"].parameters())
         result["sum"] = fabric.all_reduce(torch.tensor([rank + 1.0]), op="sum").item()
         result["gathered"] = fabric.all_gather(torch.tensor([rank, 10 * rank])).tolist()
+        result["skipped window, fsdp"] = gradients_after_a_skipped_window(fabric)
         fabric.save(out_dir / "two-sharded.ckpt", checkpoint_state(fsdp))
         # The same strategy object writes the other format too.
         fabric.strategy.state_dict_type = "full"

@@ -145,6 +145,17 @@ def test_no_backward_sync_accumulation_equals_one_big_batch(two):
 
 
 @pytest.mark.slow
+def test_a_dropped_window_leaves_no_gradient_behind_on_two_processes(two):
+    """zero_grad after backwards under no_backward_sync: the next window's gradients equal DDP's (2 processes)."""
+    _, ranks = two
+    for r in ranks:
+        expected, got = r["skipped window, ddp"], r["skipped window, fsdp"]
+        assert list(got) == list(expected)
+        for name, gradient in expected.items():
+            torch.testing.assert_close(got[name], gradient, rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
 def test_initial_weights_do_not_depend_on_strategy_or_meta_init(two):
     """For the same seed, eager, DDP, FSDP and meta-device builds (DDP and FSDP) start from identical weights."""
     _, ranks = two
@@ -388,6 +399,18 @@ def test_setup_optimizers_wraps_an_optimizer_made_after_setup(tmp_path):
             fabric.setup_optimizers(optimizer)
         with pytest.raises(TypeError, match="needs at least one optimizer"):
             fabric.setup_optimizers()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_a_dropped_window_leaves_no_gradient_behind(set_to_none):
+    """zero_grad after backwards under no_backward_sync: the next window's gradients equal those without FSDP."""
+    gradients = {}
+    for strategy in ("single", "fsdp"):
+        with Fabric(accelerator="cpu", strategy=strategy) as fabric:
+            gradients[strategy] = fsdp_worker.gradients_after_a_skipped_window(fabric, set_to_none)
+    assert list(gradients["fsdp"]) == list(gradients["single"])
+    for name, expected in gradients["single"].items():
+        torch.testing.assert_close(gradients["fsdp"][name], expected, rtol=1e-5, atol=1e-5, msg=name)
 
 
 # -- one process: building on the meta device --------------------------------------------------------

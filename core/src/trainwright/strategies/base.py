@@ -174,6 +174,10 @@ class Strategy:
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         return self.precision.optimizer_step(optimizer, closure)
 
+    def optimizer_zero_grad(self, optimizer: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        """Zero the gradients of ``optimizer``'s parameters, wherever the strategy keeps them."""
+        optimizer.zero_grad(set_to_none=set_to_none)
+
     def clip_gradients_norm(
         self,
         module: torch.nn.Module,

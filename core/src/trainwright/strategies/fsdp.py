@@ -24,6 +24,7 @@ from trainwright import _distributed_checkpoint as sharded
 from trainwright._wrappers import FabricModule, FabricOptimizer
 from trainwright.checkpoint import CheckpointIO, check_format, load_into, to_plain
 from trainwright.strategies._materialize import materialize
+from trainwright.strategies._unsharded_gradients import drop_unsharded_gradients, fsdp_params
 from trainwright.strategies.environment import LaunchEnvironment
 from trainwright.strategies.parallel import ParallelStrategy
 
@@ -106,6 +107,7 @@ class FSDPStrategy(ParallelStrategy):
         self.state_dict_type = state_dict_type
         self._mesh: DeviceMesh | None = None
         self._sharded: list[torch.nn.Module] = []  # the models this strategy set up
+        self._fsdp_params: list[Any] = []  # FSDP2's records of their parameters, for zero_grad
 
     def connect(self, flags: Flags, accelerator_cls: type[Accelerator], precision: Precision) -> None:
         """Take the accelerator and precision that ``Fabric`` resolved.
@@ -174,6 +176,7 @@ class FSDPStrategy(ParallelStrategy):
 
         materialize(module, self.root_device, units, shard)
         self._sharded.append(module)
+        self._fsdp_params.extend(fsdp_params(module))
         return module
 
     def _sync_from_rank_zero(self, unit: torch.nn.Module, unit_ids: set[int]) -> None:
@@ -211,6 +214,16 @@ class FSDPStrategy(ParallelStrategy):
         from torch.distributed.fsdp import FSDPModule
 
         return _without_gradient_sync([m for m in module.modules() if isinstance(m, FSDPModule)])
+
+    def optimizer_zero_grad(self, optimizer: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        """Zero the sharded gradients and drop the unsharded ones that ``no_backward_sync`` accumulated.
+
+        Without the second part, the gradients of a window dropped before its synchronising
+        backward (a skipped step) would be reduce-scattered with the next window's.
+        """
+        held = (p for group in optimizer.param_groups for p in group["params"])
+        drop_unsharded_gradients(self._fsdp_params, held, set_to_none)
+        optimizer.zero_grad(set_to_none=set_to_none)
 
     def clip_gradients_norm(
         self,
