@@ -10,8 +10,8 @@ finds the old one's keys in torchrun's store.)
 Scenarios:
     train   DDP and FSDP runs of the same 20 steps, FSDP with accumulation, built on the meta
             device, compiled, and in bf16; checkpoints saved in both formats; the checkpoints in
-            IN_DIR (written by one process) loaded and written again in full; a 16-mixed overflow
-            on one rank. Each rank writes
+            IN_DIR (written by one process) loaded and written again in full; bf16-mixed and
+            16-mixed under DDP and FSDP; a 16-mixed overflow on one rank. Each rank writes
             what it saw to OUT_DIR/rank<r>.pt.
     crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one
             (this scenario's one Fabric makes the process group itself).
@@ -144,23 +144,54 @@ def gradients_after_a_skipped_window(fabric: Fabric, set_to_none: bool = True) -
     }
 
 
-def compute_dtypes(fabric: Fabric) -> dict:
-    """The dtype a block's weight has inside its forward pass, and the stored (sharded) dtype."""
-    model = net()
+VOCAB = 11
+
+
+class Tokens(torch.nn.Module):
+    """A language-model shape: an embedding, residual blocks (one FSDP unit each), a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, HIDDEN)
+        self.blocks = torch.nn.ModuleList(Block() for _ in range(2))
+        self.head = torch.nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def activation_dtypes(fabric: Fabric) -> dict:
+    """The dtypes of one training step: the embedding's output, the residual stream after each block,
+    a block's linear layer (an autocast region) and its weight as its forward pass sees it, the
+    stored shards, the loss."""
+    torch.manual_seed(0)
+    model = Tokens()
     model, optimizer = fabric.setup(model, optimizer_for(model))
-    seen = []
-    # Inside a unit's forward its gathered parameters are registered, in the dtype FSDP computes in.
-    model.blocks[0].linear.register_forward_hook(lambda module, args, out: seen.append(module.weight.dtype))
-    x = torch.randn(4, FEATURES)
-    loss = model(x).pow(2).mean()
+    seen: dict = {}
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:  # None: output unchanged
+            seen.setdefault(name, str(output.dtype))
+
+        return hook
+
+    inner = model.module
+    inner.embed.register_forward_hook(record("embedding"))
+    for index, block in enumerate(inner.blocks):
+        block.register_forward_hook(record(f"residual {index}"))
+    linear = inner.blocks[0].linear
+    linear.register_forward_hook(record("linear"))
+    # Inside a unit's forward its gathered parameters are registered, in the type FSDP gathered them in.
+    linear.register_forward_pre_hook(lambda module, args: seen.setdefault("weight", str(module.weight.dtype)) and None)
+    tokens = torch.randint(0, VOCAB, (20,))
+    loss = torch.nn.functional.cross_entropy(model(tokens), tokens)
     fabric.backward(loss)
     optimizer.step()
-    return {
-        "compute": str(seen[0]),
-        "stored": str(next(model.parameters()).dtype),
-        "loss": str(loss.dtype),
-        "finite": bool(torch.isfinite(loss)),
-    }
+    stored = next(model.parameters()).dtype
+    return {**seen, "stored": str(stored), "loss": str(loss.dtype), "finite": bool(torch.isfinite(loss))}
 
 
 def overflow_on_rank_zero(fabric: Fabric) -> dict:
@@ -266,9 +297,14 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         meta = train(fabric, empty_init=True)
         result["fsdp_meta"] = {k: meta[k] for k in ("initial", "final", "losses")}
         result["compiled_losses"] = train(fabric, compile_model=True, steps=5)["losses"]
-    for precision in ("bf16-mixed", "bf16-true"):
-        with Fabric(accelerator="cpu", strategy="fsdp", precision=precision) as fabric:
-            result[precision] = compute_dtypes(fabric)
+    for precision in ("bf16-mixed", "16-mixed"):  # the same autocast numerics under both strategies
+        for strategy in ("ddp", "fsdp"):
+            with Fabric(accelerator="cpu", strategy=strategy, precision=precision) as fabric:
+                trained = train(fabric, steps=10)
+                result[f"{precision}, {strategy}"] = {k: trained[k] for k in ("final", "losses")}
+    with Fabric(accelerator="cpu", strategy=FSDPStrategy(param_dtype=torch.bfloat16)) as fabric:
+        trained = train(fabric, steps=10)
+        result["param_dtype=bfloat16"] = {k: trained[k] for k in ("final", "losses")}
     with Fabric(accelerator="cpu", strategy="fsdp", precision="16-mixed") as fabric:
         result["16-mixed"] = overflow_on_rank_zero(fabric)
     return result
