@@ -626,6 +626,68 @@ def test_a_crash_between_the_renames_loads_the_new_checkpoint(tmp_path, monkeypa
         assert loaded["step"] == 3
 
 
+@pytest.mark.parametrize(
+    ("before", "after"), [("fsdp", "single"), ("single", "fsdp"), ("fsdp", "ddp"), ("ddp", "fsdp")]
+)
+def test_a_change_of_strategy_replaces_the_other_kind_of_checkpoint(tmp_path, before, after):
+    """A one-file save replaces a sharded directory at the same path, and the other way; the new one loads."""
+    path = tmp_path / "last.ckpt"
+    with Fabric(accelerator="cpu", strategy=before) as fabric:
+        fabric.save(path, {**trained_state(fabric), "step": 1})
+    assert path.is_dir() == (before == "fsdp")
+    with Fabric(accelerator="cpu", strategy=after) as fabric:
+        state = trained_state(fabric)
+        fabric.save(path, state)
+        assert path.is_dir() == (after == "fsdp")
+        loaded = fresh(fabric)
+        fabric.load(path, loaded)
+        assert loaded["step"] == 2
+        saved, got = whole(state["model"].state_dict()), whole(loaded["model"].state_dict())
+        assert all(torch.equal(got[k], v) for k, v in saved.items())
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(("before", "after"), [("fsdp", "single"), ("single", "fsdp")])
+def test_a_change_of_strategy_replaces_the_checkpoint_atomically(tmp_path, monkeypatch, before, after):
+    """Killed before the new kind of checkpoint is whole, the old one loads; killed between the renames, the new one."""
+    path = tmp_path / "last.ckpt"
+    real_replace = os.replace
+
+    def kill_at(condition):
+        def replace(src, dst):
+            if condition(Path(src), Path(dst)):
+                raise KeyboardInterrupt("killed")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+
+    with Fabric(accelerator="cpu", strategy=before) as fabric:
+        fabric.save(path, {**trained_state(fabric), "step": 1})
+    with Fabric(accelerator="cpu", strategy=after) as fabric:
+        # The last piece of the new checkpoint: the staged file, or a directory's state.pt.
+        kill_at(lambda src, dst: dst.name.startswith(".last.ckpt.saving-") or dst.name == sharded.STATE_FILE)
+        with pytest.raises(KeyboardInterrupt):
+            fabric.save(path, {**trained_state(fabric), "step": 2})
+        monkeypatch.setattr(os, "replace", real_replace)
+    with Fabric(accelerator="cpu", strategy=before) as fabric:
+        loaded = fresh(fabric)
+        fabric.load(path, loaded)
+        assert loaded["step"] == 1
+    with Fabric(accelerator="cpu", strategy=after) as fabric:
+        state = trained_state(fabric)
+        kill_at(lambda src, dst: src.name.startswith(".last.ckpt.saving-") and dst == path)
+        with pytest.raises(KeyboardInterrupt):
+            fabric.save(path, {**state, "step": 3})
+        monkeypatch.setattr(os, "replace", real_replace)
+        assert not path.exists()
+        loaded = fresh(fabric)
+        fabric.load(path, loaded)
+        assert loaded["step"] == 3
+        fabric.save(path, {**state, "step": 4})  # finishes the move and clears what the kills left
+        assert path.is_dir() == (after == "fsdp")
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+
+
 class Boom:
     """Pickles to a call that would create a file: the proof that unpickling ran code."""
 

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -362,16 +361,7 @@ class FSDPStrategy(ParallelStrategy):
                 checkpoint_io=self.checkpoint_io,
             )
             return
-        if self.is_global_zero:
-            target = Path(path)
-            sharded.tidy(target)
-            if target.is_dir():  # a sharded checkpoint was here: replace the directory by the file
-                staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
-                self.checkpoint_io.save(checkpoint, staging)
-                sharded.put_in_place(staging, target, str(os.getpid()))
-            else:
-                self.checkpoint_io.save(checkpoint, target)
-        self.barrier("save_checkpoint")
+        super().save_checkpoint(path, checkpoint)  # rank zero writes one file, replacing a directory too
 
     def load_checkpoint(self, path: str | os.PathLike, state: dict[str, Any] | None = None) -> dict[str, Any]:
         """Read a checkpoint file, or a directory of shards into the shape this job needs."""
