@@ -240,9 +240,33 @@ def unused_parameters(fabric: Fabric) -> list[float]:
     return losses
 
 
+#: A tensor that checkpoints carry besides the model: it comes back in what ``load`` leaves over.
+EXTRA = torch.arange(4096.0)
+
+
 def checkpoint_state(trained: dict) -> dict:
     model, optimizer = trained["model"], trained["optimizer"]
-    return {"model": model, "optimizer": optimizer, "step": STEPS, "note": f"{dist.get_world_size()} processes"}
+    note = f"{dist.get_world_size()} processes"
+    return {"model": model, "optimizer": optimizer, "step": STEPS, "note": note, "extra": EXTRA}
+
+
+def mapped_from(tensor: torch.Tensor, path: Path) -> bool:
+    """Whether ``tensor``'s memory lies in a memory map of the file at ``path`` (from Linux's /proc/self/maps)."""
+    name = str(path.resolve())
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == name:
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            if start <= tensor.data_ptr() < end:
+                return True
+    return False
+
+
+def what_load_left(path: Path, remainder: dict) -> dict:
+    """``load``'s remainder, with its tensor checked and whether it is still the file's mapped pages."""
+    file = path / "state.pt" if path.is_dir() else path  # a sharded checkpoint's plain part is its state.pt
+    extra = remainder.pop("extra")
+    return {"remainder": remainder, "extra": torch.equal(extra, EXTRA), "mapped": mapped_from(extra, file)}
 
 
 def fresh_state(fabric: Fabric) -> dict:
@@ -279,7 +303,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         for name in ("one-sharded.ckpt", "one-full.ckpt"):  # written by one process
             state = fresh_state(fabric)
             remainder = fabric.load(in_dir / name, state)
-            result[f"loaded {name}"] = {"step": state["step"], "remainder": remainder}
+            result[f"loaded {name}"] = {"step": state["step"], **what_load_left(in_dir / name, remainder)}
             fabric.strategy.state_dict_type = "full"
             fabric.save(out_dir / f"reloaded-{name}", state)
             fabric.strategy.state_dict_type = "sharded"

@@ -83,7 +83,8 @@ def one_process_checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("one")
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
         trained = fsdp_worker.train(fabric, steps=3)
-        state = {"model": trained["model"], "optimizer": trained["optimizer"], "step": 3, "note": "one"}
+        state = {"model": trained["model"], "optimizer": trained["optimizer"], "step": 3, "note": "one",
+                 "extra": fsdp_worker.EXTRA}  # fmt: skip
         fabric.save(folder / "one-sharded.ckpt", state)
         fabric.strategy.state_dict_type = "full"
         fabric.save(folder / "one-full.ckpt", state)
@@ -235,9 +236,15 @@ def test_compiled_model_trains_as_eager_under_fsdp(two):
         assert_close_lists(r["compiled_losses"], r["fsdp"]["losses"][:5], "compiled losses")
 
 
+#: What ``what_load_left`` finds: the extra tensor came back, and still in the checkpoint file's
+#: mapped pages: ``load`` mapped the file (each process of a node then shares its pages in the
+#: page cache and reads only those it uses) rather than reading a private copy of it whole.
+READ_MAPPED = {"extra": True, "mapped": True}
+
+
 @pytest.mark.slow
 def test_checkpoints_of_two_processes_load_on_one(two):
-    """A sharded directory and a full file written by 2 processes load on 1: model and optimizer state exact."""
+    """A sharded directory and a full file written by 2 processes load on 1, mapped: model and optimizer exact."""
     out_dir, _ = two
     reference = CheckpointIO().load(out_dir / "two-full.ckpt")
     assert reference["step"] == fsdp_worker.STEPS
@@ -245,7 +252,8 @@ def test_checkpoints_of_two_processes_load_on_one(two):
         for name in ("two-sharded.ckpt", "two-full.ckpt"):
             state = fresh(fabric)
             remainder = fabric.load(out_dir / name, state)
-            assert (state["step"], remainder) == (fsdp_worker.STEPS, {"note": "2 processes"})
+            left = fsdp_worker.what_load_left(out_dir / name, remainder)
+            assert (state["step"], left) == (fsdp_worker.STEPS, {"remainder": {"note": "2 processes"}, **READ_MAPPED})
             assert_same_state(state, reference)
     with Fabric(accelerator="cpu") as fabric:  # the full file is today's format: no FSDP needed
         state = fresh(fabric)
@@ -255,11 +263,11 @@ def test_checkpoints_of_two_processes_load_on_one(two):
 
 @pytest.mark.slow
 def test_checkpoints_of_one_process_load_on_two(two, one_process_checkpoints):
-    """Both formats written by 1 process load on 2: what they write back in full equals the original exactly."""
+    """Both formats written by 1 process load on 2, mapped on each: written back in full, they equal the original."""
     out_dir, ranks = two
     original = CheckpointIO().load(one_process_checkpoints / "one-full.ckpt")
     for name in ("one-sharded.ckpt", "one-full.ckpt"):
-        assert [r[f"loaded {name}"] for r in ranks] == [{"step": 3, "remainder": {"note": "one"}}] * 2
+        assert [r[f"loaded {name}"] for r in ranks] == [{"step": 3, "remainder": {"note": "one"}, **READ_MAPPED}] * 2
         written = CheckpointIO().load(out_dir / f"reloaded-{name}")
         assert list(written["model"]) == list(original["model"])
         assert all(torch.equal(written["model"][k], v) for k, v in original["model"].items())
