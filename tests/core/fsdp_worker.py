@@ -15,6 +15,8 @@ Scenarios:
             what it saw to OUT_DIR/rank<r>.pt.
     crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one
             (this scenario's one Fabric makes the process group itself).
+    streams each rank's random draws after a meta-device build and setup (IN_DIR is the
+            accelerator instead: cpu or cuda).
 """
 
 from __future__ import annotations
@@ -355,17 +357,48 @@ def scenario_crash(out_dir: Path) -> None:
         fabric.save(out_dir / "c.ckpt", {"model": model, "optimizer": optimizer, "step": 2})
 
 
-def main(scenario: str, out_dir: Path, in_dir: Path | None) -> None:
+class Drawn(Net):
+    """Net with a model-level init_weights(), which under FSDP draws into the sharded parameters."""
+
+    def init_weights(self) -> None:
+        for parameter in self.parameters():
+            torch.nn.init.normal_(parameter, std=0.02)
+
+
+def draws_after_a_meta_device_setup(fabric: Fabric, model_cls: type[torch.nn.Module]) -> dict:
+    """Seed each rank, build on the meta device and set up; then draw from the host and the device generator."""
+    fabric.seed_everything(5)
+    with fabric.init_module(empty_init=True):
+        model = model_cls()
+    fabric.setup(model)
+    return {"host": torch.rand(4), "device": torch.rand(4, device=fabric.device).cpu()}
+
+
+def scenario_streams(accelerator: str) -> dict:
+    """Each rank's random draws after a meta-device build and setup, under DDP and FSDP on the CPU,
+    under FSDP on CUDA (both processes on GPU 0, over gloo: nccl refuses two ranks on one GPU)."""
+    strategies = ("ddp", "fsdp") if accelerator == "cpu" else ("fsdp",)
+    result = {}
+    for strategy in strategies:
+        with Fabric(accelerator=accelerator, devices=1, strategy=strategy) as fabric:
+            for model_cls in (Net, Drawn):
+                result[f"{strategy}, {model_cls.__name__}"] = draws_after_a_meta_device_setup(fabric, model_cls)
+    return result
+
+
+def main(scenario: str, out_dir: Path, argument: str | None) -> None:
     if scenario == "crash":
         scenario_crash(out_dir)
         return
+    if argument == "cuda":
+        os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # every process on GPU 0 (see scenario_streams)
     dist.init_process_group("gloo")
     try:
-        result = scenario_train(out_dir, in_dir)
+        result = scenario_streams(argument) if scenario == "streams" else scenario_train(out_dir, Path(argument))
         torch.save(result, out_dir / f"rank{dist.get_rank()}.pt")
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

@@ -292,6 +292,25 @@ def test_checkpoint_layouts(two):
     assert not [p for p in os.listdir(out_dir) if p.startswith(".")]  # no staging left behind
 
 
+def streams_after_meta_setup(tmp_path: Path, accelerator: str) -> list[dict]:
+    """Run the ``streams`` scenario on two processes; return each rank's draws."""
+    result = torchrun("streams", tmp_path, accelerator)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_each_rank_keeps_its_random_streams_through_a_meta_device_setup(tmp_path):
+    """After a meta-device build and setup the ranks draw different numbers, and without a model-level
+    init_weights() FSDP leaves each rank's streams exactly where DDP does."""
+    ranks = streams_after_meta_setup(tmp_path, "cpu")
+    for r in ranks:
+        assert all(torch.equal(r["fsdp, Net"][k], r["ddp, Net"][k]) for k in ("host", "device"))
+    for key in ("ddp, Net", "fsdp, Net", "ddp, Drawn", "fsdp, Drawn"):
+        for generator in ("host", "device"):
+            assert not torch.equal(ranks[0][key][generator], ranks[1][key][generator]), (key, generator)
+
+
 @pytest.mark.slow
 def test_a_crash_mid_save_keeps_the_previous_checkpoint_and_ends_the_job(tmp_path):
     """Rank 1 dies while writing a checkpoint: the job exits non-zero quickly and the old checkpoint loads."""

@@ -23,6 +23,7 @@ from trainwright import _distributed_checkpoint as sharded
 from trainwright._wrappers import FabricModule, FabricOptimizer
 from trainwright.checkpoint import CheckpointIO, check_format, load_into, to_plain
 from trainwright.strategies._materialize import materialize
+from trainwright.strategies._random_streams import keep_per_rank_random_streams
 from trainwright.strategies._unsharded_gradients import drop_unsharded_gradients, fsdp_params
 from trainwright.strategies.environment import LaunchEnvironment
 from trainwright.strategies.parallel import ParallelStrategy
@@ -167,7 +168,8 @@ class FSDPStrategy(ParallelStrategy):
         A model built on the meta device is materialised and initialised one unit at a time,
         just before the unit is sharded, so at most one unit is ever held whole. Each unit's
         tensors are broadcast from rank zero before sharding, so every process starts from
-        the same weights, as under DDP.
+        the same weights, as under DDP. Each process keeps its own random streams, even when a
+        model-level ``init_weights()`` draws into the sharded parameters.
         """
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -196,6 +198,7 @@ class FSDPStrategy(ParallelStrategy):
                 offload_policy=offload_policy,
             )
 
+        keep_per_rank_random_streams(self.mesh)  # before an init_weights() draws into the shards
         materialize(module, self.root_device, units, shard)
         self._sharded.append(module)
         self._fsdp_params.extend(fsdp_params(module))
