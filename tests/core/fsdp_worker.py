@@ -10,11 +10,13 @@ finds the old one's keys in torchrun's store.)
 Scenarios:
     train   DDP and FSDP runs of the same 20 steps, FSDP with accumulation, built on the meta
             device, compiled, and in bf16; checkpoints saved in both formats; the checkpoints in
-            IN_DIR (written by one process) loaded and written again in full; a 16-mixed overflow
-            on one rank. Each rank writes
+            IN_DIR (written by one process) loaded and written again in full; bf16-mixed and
+            16-mixed under DDP and FSDP; a 16-mixed overflow on one rank. Each rank writes
             what it saw to OUT_DIR/rank<r>.pt.
     crash   saves a sharded checkpoint, then rank 1 dies in the middle of saving the next one
             (this scenario's one Fabric makes the process group itself).
+    streams each rank's random draws after a meta-device build and setup (IN_DIR is the
+            accelerator instead: cpu or cuda).
 """
 
 from __future__ import annotations
@@ -124,23 +126,74 @@ def train(
             "losses": losses, "norms": norms, "unsynced_grads": unsynced_grads}  # fmt: skip
 
 
-def compute_dtypes(fabric: Fabric) -> dict:
-    """The dtype a block's weight has inside its forward pass, and the stored (sharded) dtype."""
+def gradients_after_a_skipped_window(fabric: Fabric, set_to_none: bool = True) -> dict[str, torch.Tensor]:
+    """Two backward passes under no_backward_sync whose window is dropped (zero_grad, no step), then a
+    window of two: the whole gradients that window's step would apply."""
     model = net()
     model, optimizer = fabric.setup(model, optimizer_for(model))
-    seen = []
-    # Inside a unit's forward its gathered parameters are registered, in the dtype FSDP computes in.
-    model.blocks[0].linear.register_forward_hook(lambda module, args, out: seen.append(module.weight.dtype))
-    x = torch.randn(4, FEATURES)
-    loss = model(x).pow(2).mean()
+    generator = torch.Generator().manual_seed(7 + fabric.global_rank)
+    batches = [10 * torch.randn(4, FEATURES, generator=generator) for _ in range(4)]
+    for x in batches[:2]:  # the dropped window never reaches its synchronising backward
+        with fabric.no_backward_sync(model):
+            fabric.backward(model(x).pow(2).mean())
+    optimizer.zero_grad(set_to_none=set_to_none)
+    for i, x in enumerate(batches[2:]):
+        with fabric.no_backward_sync(model, enabled=i == 0):
+            fabric.backward(model(x).pow(2).mean())
+    return {
+        name: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).detach().clone()
+        for name, p in model.module.named_parameters()
+    }
+
+
+VOCAB = 11
+
+
+class Tokens(torch.nn.Module):
+    """A language-model shape: an embedding, residual blocks (one FSDP unit each), a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, HIDDEN)
+        self.blocks = torch.nn.ModuleList(Block() for _ in range(2))
+        self.head = torch.nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def activation_dtypes(fabric: Fabric) -> dict:
+    """The dtypes of one training step: the embedding's output, the residual stream after each block,
+    a block's linear layer (an autocast region) and its weight as its forward pass sees it, the
+    stored shards, the loss."""
+    torch.manual_seed(0)
+    model = Tokens()
+    model, optimizer = fabric.setup(model, optimizer_for(model))
+    seen: dict = {}
+
+    def record(name: str):
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:  # None: output unchanged
+            seen.setdefault(name, str(output.dtype))
+
+        return hook
+
+    inner = model.module
+    inner.embed.register_forward_hook(record("embedding"))
+    for index, block in enumerate(inner.blocks):
+        block.register_forward_hook(record(f"residual {index}"))
+    linear = inner.blocks[0].linear
+    linear.register_forward_hook(record("linear"))
+    # Inside a unit's forward its gathered parameters are registered, in the type FSDP gathered them in.
+    linear.register_forward_pre_hook(lambda module, args: seen.setdefault("weight", str(module.weight.dtype)) and None)
+    tokens = torch.randint(0, VOCAB, (20,))
+    loss = torch.nn.functional.cross_entropy(model(tokens), tokens)
     fabric.backward(loss)
     optimizer.step()
-    return {
-        "compute": str(seen[0]),
-        "stored": str(next(model.parameters()).dtype),
-        "loss": str(loss.dtype),
-        "finite": bool(torch.isfinite(loss)),
-    }
+    stored = next(model.parameters()).dtype
+    return {**seen, "stored": str(stored), "loss": str(loss.dtype), "finite": bool(torch.isfinite(loss))}
 
 
 def overflow_on_rank_zero(fabric: Fabric) -> dict:
@@ -189,9 +242,33 @@ def unused_parameters(fabric: Fabric) -> list[float]:
     return losses
 
 
+#: A tensor that checkpoints carry besides the model: it comes back in what ``load`` leaves over.
+EXTRA = torch.arange(4096.0)
+
+
 def checkpoint_state(trained: dict) -> dict:
     model, optimizer = trained["model"], trained["optimizer"]
-    return {"model": model, "optimizer": optimizer, "step": STEPS, "note": f"{dist.get_world_size()} processes"}
+    note = f"{dist.get_world_size()} processes"
+    return {"model": model, "optimizer": optimizer, "step": STEPS, "note": note, "extra": EXTRA}
+
+
+def mapped_from(tensor: torch.Tensor, path: Path) -> bool:
+    """Whether ``tensor``'s memory lies in a memory map of the file at ``path`` (from Linux's /proc/self/maps)."""
+    name = str(path.resolve())
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == name:
+            start, end = (int(bound, 16) for bound in fields[0].split("-"))
+            if start <= tensor.data_ptr() < end:
+                return True
+    return False
+
+
+def what_load_left(path: Path, remainder: dict) -> dict:
+    """``load``'s remainder, with its tensor checked and whether it is still the file's mapped pages."""
+    file = path / "state.pt" if path.is_dir() else path  # a sharded checkpoint's plain part is its state.pt
+    extra = remainder.pop("extra")
+    return {"remainder": remainder, "extra": torch.equal(extra, EXTRA), "mapped": mapped_from(extra, file)}
 
 
 def fresh_state(fabric: Fabric) -> dict:
@@ -208,6 +285,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         ddp = train(fabric)
         result["ddp"] = {k: ddp[k] for k in ("initial", "final", "losses", "norms")}
         result["ddp_meta_initial"] = train(fabric, empty_init=True, steps=0)["initial"]
+        result["skipped window, ddp"] = gradients_after_a_skipped_window(fabric)
     with Fabric(accelerator="cpu", strategy=DDPStrategy(find_unused_parameters=True)) as fabric:
         result["unused_losses"] = unused_parameters(fabric)
     with Fabric(accelerator="cpu", strategy="fsdp") as fabric:
@@ -218,6 +296,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         result["local_numel"] = sum(p.to_local().numel() for p in fsdp["model"].parameters())
         result["sum"] = fabric.all_reduce(torch.tensor([rank + 1.0]), op="sum").item()
         result["gathered"] = fabric.all_gather(torch.tensor([rank, 10 * rank])).tolist()
+        result["skipped window, fsdp"] = gradients_after_a_skipped_window(fabric)
         fabric.save(out_dir / "two-sharded.ckpt", checkpoint_state(fsdp))
         # The same strategy object writes the other format too.
         fabric.strategy.state_dict_type = "full"
@@ -226,7 +305,7 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         for name in ("one-sharded.ckpt", "one-full.ckpt"):  # written by one process
             state = fresh_state(fabric)
             remainder = fabric.load(in_dir / name, state)
-            result[f"loaded {name}"] = {"step": state["step"], "remainder": remainder}
+            result[f"loaded {name}"] = {"step": state["step"], **what_load_left(in_dir / name, remainder)}
             fabric.strategy.state_dict_type = "full"
             fabric.save(out_dir / f"reloaded-{name}", state)
             fabric.strategy.state_dict_type = "sharded"
@@ -244,9 +323,14 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         meta = train(fabric, empty_init=True)
         result["fsdp_meta"] = {k: meta[k] for k in ("initial", "final", "losses")}
         result["compiled_losses"] = train(fabric, compile_model=True, steps=5)["losses"]
-    for precision in ("bf16-mixed", "bf16-true"):
-        with Fabric(accelerator="cpu", strategy="fsdp", precision=precision) as fabric:
-            result[precision] = compute_dtypes(fabric)
+    for precision in ("bf16-mixed", "16-mixed"):  # the same autocast numerics under both strategies
+        for strategy in ("ddp", "fsdp"):
+            with Fabric(accelerator="cpu", strategy=strategy, precision=precision) as fabric:
+                trained = train(fabric, steps=10)
+                result[f"{precision}, {strategy}"] = {k: trained[k] for k in ("final", "losses")}
+    with Fabric(accelerator="cpu", strategy=FSDPStrategy(param_dtype=torch.bfloat16)) as fabric:
+        trained = train(fabric, steps=10)
+        result["param_dtype=bfloat16"] = {k: trained[k] for k in ("final", "losses")}
     with Fabric(accelerator="cpu", strategy="fsdp", precision="16-mixed") as fabric:
         result["16-mixed"] = overflow_on_rank_zero(fabric)
     return result
@@ -273,17 +357,48 @@ def scenario_crash(out_dir: Path) -> None:
         fabric.save(out_dir / "c.ckpt", {"model": model, "optimizer": optimizer, "step": 2})
 
 
-def main(scenario: str, out_dir: Path, in_dir: Path | None) -> None:
+class Drawn(Net):
+    """Net with a model-level init_weights(), which under FSDP draws into the sharded parameters."""
+
+    def init_weights(self) -> None:
+        for parameter in self.parameters():
+            torch.nn.init.normal_(parameter, std=0.02)
+
+
+def draws_after_a_meta_device_setup(fabric: Fabric, model_cls: type[torch.nn.Module]) -> dict:
+    """Seed each rank, build on the meta device and set up; then draw from the host and the device generator."""
+    fabric.seed_everything(5)
+    with fabric.init_module(empty_init=True):
+        model = model_cls()
+    fabric.setup(model)
+    return {"host": torch.rand(4), "device": torch.rand(4, device=fabric.device).cpu()}
+
+
+def scenario_streams(accelerator: str) -> dict:
+    """Each rank's random draws after a meta-device build and setup, under DDP and FSDP on the CPU,
+    under FSDP on CUDA (both processes on GPU 0, over gloo: nccl refuses two ranks on one GPU)."""
+    strategies = ("ddp", "fsdp") if accelerator == "cpu" else ("fsdp",)
+    result = {}
+    for strategy in strategies:
+        with Fabric(accelerator=accelerator, devices=1, strategy=strategy) as fabric:
+            for model_cls in (Net, Drawn):
+                result[f"{strategy}, {model_cls.__name__}"] = draws_after_a_meta_device_setup(fabric, model_cls)
+    return result
+
+
+def main(scenario: str, out_dir: Path, argument: str | None) -> None:
     if scenario == "crash":
         scenario_crash(out_dir)
         return
+    if argument == "cuda":
+        os.environ.update(LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")  # every process on GPU 0 (see scenario_streams)
     dist.init_process_group("gloo")
     try:
-        result = scenario_train(out_dir, in_dir)
+        result = scenario_streams(argument) if scenario == "streams" else scenario_train(out_dir, Path(argument))
         torch.save(result, out_dir / f"rank{dist.get_rank()}.pt")
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

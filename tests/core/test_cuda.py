@@ -106,3 +106,13 @@ def test_fsdp_on_one_gpu_shards_over_a_cuda_mesh_and_trains(cpu_offload, tmp_pat
                 parameter.add_(1.0)  # so that a load that restores nothing cannot pass
         fabric.load(tmp_path / "ckpt", {"model": model, "optimizer": optimizer})
         assert all(torch.equal(v.full_tensor(), weights[k]) for k, v in model.state_dict().items())
+
+
+def test_fsdp_meta_init_keeps_each_ranks_cuda_random_stream(tmp_path):
+    """Two processes on one GPU: after a meta-device build whose init_weights() draws into the shards,
+    the ranks' CUDA generators still differ (torch's DTensor tracker would give all of them rank 0's)."""
+    from tests.core.test_fsdp import streams_after_meta_setup
+
+    ranks = streams_after_meta_setup(tmp_path, "cuda")
+    for key in ("fsdp, Net", "fsdp, Drawn"):
+        assert not torch.equal(ranks[0][key]["device"], ranks[1][key]["device"]), key

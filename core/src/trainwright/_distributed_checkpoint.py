@@ -20,7 +20,9 @@ from it, as loading a file does not.
 Atomicity: the processes write into ``.<name>.saving-<token>/``; rank zero then moves the old
 checkpoint aside (``.<name>.replaced-<token>``), renames the new one into place and deletes the
 old one. A crash between the two renames leaves no ``<name>``; ``locate`` then finds the newest
-complete directory beside it, and the next save finishes the move.
+complete checkpoint beside it, and the next save finishes the move. A one-file checkpoint that
+replaces a directory (or the other way, after a change of strategy) takes the same two renames
+(``save_file``); a file that replaces a file is one ``os.replace``.
 
 ``torch.distributed.checkpoint`` is imported only when a directory is written or read.
 """
@@ -201,6 +203,24 @@ def put_in_place(new: Path, path: Path, token: str) -> None:
 
 
 # -- writing and reading --------------------------------------------------------------------------
+
+
+def save_file(path: str | os.PathLike, checkpoint: dict[str, Any], checkpoint_io: CheckpointIO) -> None:
+    """Write a one-file checkpoint at ``path`` (from one process), replacing a file or a sharded directory.
+
+    A directory cannot be replaced by a file in one rename: the file is written in full beside
+    it first, and ``put_in_place`` swaps the two, so that a reader finds the old checkpoint or
+    the new one (``locate``), never a part of either.
+    """
+    target = Path(path)
+    tidy(target)
+    if target.is_dir():
+        token = uuid.uuid4().hex[:12]
+        staging = target.with_name(f".{target.name}.saving-{token}")
+        checkpoint_io.save(checkpoint, staging)
+        put_in_place(staging, target, token)
+    else:
+        checkpoint_io.save(checkpoint, target)
 
 
 def save_sharded(

@@ -89,13 +89,16 @@ class FabricModule(torch.nn.Module):
 class FabricOptimizer:
     """Mixed in front of the user's optimizer class by ``wrap_optimizer``.
 
-    ``step`` goes through the strategy (and so through a gradient scaler where there is one).
+    ``step`` goes through the strategy (and so through a gradient scaler where there is one),
+    and so does ``zero_grad`` (FSDP also drops the unsharded gradients that backward passes
+    under ``no_backward_sync`` accumulated).
     Everything else is the original optimizer's: its ``param_groups`` and ``state`` are shared,
     not copied, and ``isinstance(wrapped, type(original))`` holds, so LR schedulers accept it.
     """
 
     _optimizer: torch.optim.Optimizer
     _step: Callable[..., Any]
+    _zero_grad: Callable[..., None]
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -106,7 +109,7 @@ class FabricOptimizer:
         return self._step(self._optimizer, closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self._optimizer.zero_grad(set_to_none=set_to_none)
+        self._zero_grad(self._optimizer, set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         return self._optimizer.state_dict()
@@ -134,7 +137,9 @@ def wrap_optimizer(optimizer: torch.optim.Optimizer, strategy: Strategy) -> torc
     cls = type(optimizer)
     wrapper_cls = type(f"Fabric{cls.__name__}", (FabricOptimizer, cls), {"__module__": cls.__module__})
     wrapper = object.__new__(wrapper_cls)
-    wrapper.__dict__.update(_optimizer=optimizer, _step=strategy.optimizer_step)
+    wrapper.__dict__.update(
+        _optimizer=optimizer, _step=strategy.optimizer_step, _zero_grad=strategy.optimizer_zero_grad
+    )
     return wrapper
 
 

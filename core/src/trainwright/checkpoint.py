@@ -32,7 +32,10 @@ class CheckpointIO:
     ``save`` writes to a temporary file in the target's folder, flushes it to disk and then
     renames it over the target, so a crash at any moment leaves either the old file or the new
     one, never a torn one. ``load`` uses ``weights_only=True``, which refuses anything but
-    tensors and plain data, so loading a checkpoint cannot run code.
+    tensors and plain data, so loading a checkpoint cannot run code. It maps the file into
+    memory rather than reading it: under DDP and FSDP every process loads the same file, and
+    mapped, the processes of a node share one copy of it in the page cache, of which each reads
+    only the pages it uses, instead of holding one private copy each.
     """
 
     def save(self, checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
@@ -66,7 +69,7 @@ class CheckpointIO:
         try:
             with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
                 warnings.filterwarnings("ignore", message="Detected pickle protocol")
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip_archive(path))
         except pickle.UnpicklingError as error:
             # torch's message suggests weights_only=False, which is exactly what must not be done
             # with an untrusted file; keep only what names the refused part, without the advice.
@@ -88,6 +91,13 @@ class CheckpointIO:
         if not isinstance(checkpoint, dict):
             raise ValueError(f"{str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict")
         return checkpoint
+
+
+def _is_zip_archive(path: Path) -> bool:
+    # torch.save's format since torch 1.6, the only one torch.load can map; an older file (or
+    # garbage) is read whole, and refused as before if it is not a checkpoint.
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
 
 
 def _remove_stale_temporaries(path: Path) -> None:

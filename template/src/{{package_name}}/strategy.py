@@ -28,6 +28,14 @@ class FSDPConfig:
         default=True, metadata={"help": "free a unit's gathered weights after its forward: less memory, more traffic"}
     )
     cpu_offload: bool = field(default=False, metadata={"help": "keep the shards in host memory between uses"})
+    param_dtype: Literal["bfloat16", "float16"] | None = field(
+        default=None,
+        metadata={
+            "help": "gather the float32 shards in this type, so that whole layers (the residual stream too) "
+            "compute in 16 bits: half the traffic (none: --precision=bf16-mixed autocasts over float32 weights, "
+            "as under ddp)"
+        },
+    )
     meta_init: bool = field(
         default=False,
         metadata={
@@ -47,5 +55,8 @@ def strategy_for(config: Config) -> str | Strategy:
         return config.strategy
     c = config.fsdp
     return FSDPStrategy(
-        reshard_after_forward=c.reshard_after_forward, cpu_offload=c.cpu_offload, state_dict_type=c.checkpoint
+        reshard_after_forward=c.reshard_after_forward,
+        cpu_offload=c.cpu_offload,
+        param_dtype=c.param_dtype,
+        state_dict_type=c.checkpoint,
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from trainwright._distributed_checkpoint import is_sharded_checkpoint
+from trainwright._distributed_checkpoint import is_sharded_checkpoint, locate, save_file
 from trainwright.checkpoint import CheckpointIO, load_into
 from trainwright.strategies._materialize import materialize
 from trainwright.strategies._optimizers import parameter_names, remap_parameters
@@ -174,6 +174,10 @@ class Strategy:
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         return self.precision.optimizer_step(optimizer, closure)
 
+    def optimizer_zero_grad(self, optimizer: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        """Zero the gradients of ``optimizer``'s parameters, wherever the strategy keeps them."""
+        optimizer.zero_grad(set_to_none=set_to_none)
+
     def clip_gradients_norm(
         self,
         module: torch.nn.Module,
@@ -227,9 +231,13 @@ class Strategy:
         load_into(obj, state, strict)
 
     def save_checkpoint(self, path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
-        """Write ``checkpoint`` (plain data) from global rank zero only; the other ranks wait for it."""
+        """Write ``checkpoint`` (plain data) from global rank zero only; the other ranks wait for it.
+
+        What is at ``path`` is replaced atomically, a sharded checkpoint's directory (written
+        under FSDP, before a change of strategy) too.
+        """
         if self.is_global_zero:
-            self.checkpoint_io.save(checkpoint, path)
+            save_file(path, checkpoint, self.checkpoint_io)
         self.barrier("save_checkpoint")
 
     def load_checkpoint(self, path: str | os.PathLike, state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -239,6 +247,8 @@ class Strategy:
             FileNotFoundError: ``path`` is a folder that holds no checkpoint.
             ValueError: ``path`` is a directory: a sharded checkpoint, which only FSDP reads.
         """
+        if not os.path.exists(path):  # a save that replaced a directory was killed between its renames?
+            path = locate(path)  # the newest complete checkpoint beside it, or FileNotFoundError
         if os.path.isdir(path):
             if not is_sharded_checkpoint(path):
                 raise FileNotFoundError(f"checkpoint {str(path)!r} is a folder that holds no checkpoint")

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +23,8 @@ from trainwright._version import __version__
 from trainwright._wrappers import FabricModule, FabricOptimizer
 from trainwright.checkpoint import CheckpointIO, check_format, load_into, to_plain
 from trainwright.strategies._materialize import materialize
+from trainwright.strategies._random_streams import keep_per_rank_random_streams
+from trainwright.strategies._unsharded_gradients import drop_unsharded_gradients, fsdp_params
 from trainwright.strategies.environment import LaunchEnvironment
 from trainwright.strategies.parallel import ParallelStrategy
 
@@ -38,9 +39,11 @@ if TYPE_CHECKING:
 WrapPolicy = Callable[[torch.nn.Module], bool] | type[torch.nn.Module] | Iterable[type[torch.nn.Module]] | None
 
 STATE_DICT_TYPES = ("sharded", "full")
-#: Mixed precisions and the dtype FSDP2 computes in; the sharded weights and the gradient
-#: reduction stay in float32. The autocast of the precision still runs in the forward pass.
-_COMPUTE_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+#: What ``param_dtype`` accepts, by name: the 16-bit types FSDP2 can gather float32 shards in.
+PARAM_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+#: Precisions whose parameters are stored in another type already: gathering them in another
+#: 16-bit type would be a second, lossy cast.
+_STORED_IN_OTHER_TYPES = ("bf16-true", "64-true")
 
 
 class FSDPStrategy(ParallelStrategy):
@@ -69,6 +72,13 @@ class FSDPStrategy(ParallelStrategy):
             never resharded after forward, since backward needs it first.
         cpu_offload: keep the sharded parameters, gradients and optimizer state in host memory,
             which makes the optimizer step run on the CPU. Only with ``accelerator='cuda'``.
+        param_dtype: gather the float32 shards in this 16-bit type (``torch.bfloat16`` or
+            ``torch.float16``, or their names), so that every unit computes with 16-bit
+            parameters: half the all-gather traffic and gathered memory, at the cost of a 16-bit
+            residual stream. The shards, the optimizer and the gradient reduction stay float32,
+            and the model's output is cast back to float32. ``None`` (the default) gathers the
+            parameters in the type they are stored in: the ``-mixed`` precisions then mean what
+            they mean without FSDP (float32 parameters, with autocast around the forward pass).
         state_dict_type: what ``fabric.save`` writes: ``"sharded"`` (a directory that every process
             writes its own shards into, without gathering) or ``"full"`` (one file written by
             rank zero, in the same format as without FSDP). ``fabric.load`` reads either.
@@ -78,7 +88,8 @@ class FSDPStrategy(ParallelStrategy):
 
     Raises:
         TypeError: ``wrap_policy`` is neither a function nor module classes.
-        ValueError: ``state_dict_type`` is not ``"sharded"`` or ``"full"``.
+        ValueError: ``state_dict_type`` is not ``"sharded"`` or ``"full"``, or ``param_dtype``
+            is not a 16-bit floating-point type.
     """
 
     name = "fsdp"
@@ -89,6 +100,7 @@ class FSDPStrategy(ParallelStrategy):
         wrap_policy: WrapPolicy = None,
         reshard_after_forward: bool = True,
         cpu_offload: bool = False,
+        param_dtype: torch.dtype | str | None = None,
         state_dict_type: str = "sharded",
         timeout: timedelta = timedelta(minutes=30),
         environment: LaunchEnvironment | None = None,
@@ -103,20 +115,29 @@ class FSDPStrategy(ParallelStrategy):
         self.wrap_policy = _check_policy(wrap_policy)
         self.reshard_after_forward = bool(reshard_after_forward)
         self.cpu_offload = bool(cpu_offload)
+        self.param_dtype = _check_param_dtype(param_dtype)
         self.state_dict_type = state_dict_type
         self._mesh: DeviceMesh | None = None
         self._sharded: list[torch.nn.Module] = []  # the models this strategy set up
+        self._fsdp_params: list[Any] = []  # FSDP2's records of their parameters, for zero_grad
 
     def connect(self, flags: Flags, accelerator_cls: type[Accelerator], precision: Precision) -> None:
         """Take the accelerator and precision that ``Fabric`` resolved.
 
         Raises:
-            ValueError: ``cpu_offload=True`` without ``accelerator='cuda'``.
+            ValueError: ``cpu_offload=True`` without ``accelerator='cuda'``, or ``param_dtype``
+                with a precision that stores the parameters in another type than float32.
         """
         if self.cpu_offload and flags.accelerator != "cuda":
             raise ValueError(
                 f"FSDPStrategy(cpu_offload=True) needs accelerator='cuda', not {flags.accelerator!r}: it moves "
                 "the shards from device memory to host memory"
+            )
+        if self.param_dtype is not None and precision.name in _STORED_IN_OTHER_TYPES:
+            raise ValueError(
+                f"FSDPStrategy(param_dtype={self.param_dtype}) gathers float32 shards in 16 bits, but "
+                f"precision={precision.name!r} stores the parameters in another type; use it with '32-true', "
+                "'bf16-mixed' or '16-mixed'"
             )
         super().connect(flags, accelerator_cls, precision)
 
@@ -147,16 +168,21 @@ class FSDPStrategy(ParallelStrategy):
         A model built on the meta device is materialised and initialised one unit at a time,
         just before the unit is sharded, so at most one unit is ever held whole. Each unit's
         tensors are broadcast from rank zero before sharding, so every process starts from
-        the same weights, as under DDP.
+        the same weights, as under DDP. Each process keeps its own random streams, even when a
+        model-level ``init_weights()`` draws into the sharded parameters.
         """
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-        compute_dtype = _COMPUTE_DTYPES.get(self.precision.name)
-        mp_policy = (
-            MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
-            if compute_dtype is not None
-            else MixedPrecisionPolicy()
-        )
+        # The "-mixed" precisions need nothing here: their autocast runs around the forward pass,
+        # over parameters gathered in float32, as without FSDP. Only an explicit param_dtype
+        # gathers in 16 bits; the root then casts the output back, so the loss is float32.
+        if self.param_dtype is None:
+            mp_policy = root_policy = MixedPrecisionPolicy()
+        else:
+            mp_policy = MixedPrecisionPolicy(param_dtype=self.param_dtype, reduce_dtype=torch.float32)
+            root_policy = MixedPrecisionPolicy(
+                param_dtype=self.param_dtype, reduce_dtype=torch.float32, output_dtype=torch.float32
+            )
         offload_policy = CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy()
         units = [*_units(module, self.wrap_policy), module]
         unit_ids = {id(unit) for unit in units}
@@ -168,12 +194,14 @@ class FSDPStrategy(ParallelStrategy):
                 unit,
                 mesh=self.mesh,
                 reshard_after_forward=self.reshard_after_forward and unit is not module,
-                mp_policy=mp_policy,
+                mp_policy=root_policy if unit is module else mp_policy,
                 offload_policy=offload_policy,
             )
 
+        keep_per_rank_random_streams(self.mesh)  # before an init_weights() draws into the shards
         materialize(module, self.root_device, units, shard)
         self._sharded.append(module)
+        self._fsdp_params.extend(fsdp_params(module))
         return module
 
     def _sync_from_rank_zero(self, unit: torch.nn.Module, unit_ids: set[int]) -> None:
@@ -211,6 +239,16 @@ class FSDPStrategy(ParallelStrategy):
         from torch.distributed.fsdp import FSDPModule
 
         return _without_gradient_sync([m for m in module.modules() if isinstance(m, FSDPModule)])
+
+    def optimizer_zero_grad(self, optimizer: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        """Zero the sharded gradients and drop the unsharded ones that ``no_backward_sync`` accumulated.
+
+        Without the second part, the gradients of a window dropped before its synchronising
+        backward (a skipped step) would be reduce-scattered with the next window's.
+        """
+        held = (p for group in optimizer.param_groups for p in group["params"])
+        drop_unsharded_gradients(self._fsdp_params, held, set_to_none)
+        optimizer.zero_grad(set_to_none=set_to_none)
 
     def clip_gradients_norm(
         self,
@@ -326,16 +364,7 @@ class FSDPStrategy(ParallelStrategy):
                 checkpoint_io=self.checkpoint_io,
             )
             return
-        if self.is_global_zero:
-            target = Path(path)
-            sharded.tidy(target)
-            if target.is_dir():  # a sharded checkpoint was here: replace the directory by the file
-                staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
-                self.checkpoint_io.save(checkpoint, staging)
-                sharded.put_in_place(staging, target, str(os.getpid()))
-            else:
-                self.checkpoint_io.save(checkpoint, target)
-        self.barrier("save_checkpoint")
+        super().save_checkpoint(path, checkpoint)  # rank zero writes one file, replacing a directory too
 
     def load_checkpoint(self, path: str | os.PathLike, state: dict[str, Any] | None = None) -> dict[str, Any]:
         """Read a checkpoint file, or a directory of shards into the shape this job needs."""
@@ -353,6 +382,8 @@ class FSDPStrategy(ParallelStrategy):
 
     def __repr__(self) -> str:
         options = f"state_dict_type={self.state_dict_type!r}, reshard_after_forward={self.reshard_after_forward}"
+        if self.param_dtype is not None:
+            options += f", param_dtype={self.param_dtype}"
         if self._accelerator is None:
             return f"{type(self).__name__}({options})"
         return (
@@ -362,6 +393,19 @@ class FSDPStrategy(ParallelStrategy):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def _check_param_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None:
+        return None
+    if isinstance(dtype, str) and dtype in PARAM_DTYPES:
+        return PARAM_DTYPES[dtype]
+    if dtype in PARAM_DTYPES.values():
+        return dtype
+    raise ValueError(
+        f"FSDPStrategy(): param_dtype={dtype!r} is not None, torch.bfloat16 or torch.float16 "
+        f"(or their names {', '.join(map(repr, PARAM_DTYPES))})"
+    )
 
 
 def _check_policy(policy: WrapPolicy) -> WrapPolicy:
