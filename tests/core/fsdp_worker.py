@@ -21,6 +21,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from datetime import timedelta
@@ -94,6 +95,7 @@ def train(
     accumulate: int = 1,
     steps: int = STEPS,
     compile_model: bool = False,
+    norm_type: float = 2.0,
 ) -> dict:
     """``steps`` AdamW steps with clipping; returns per-step losses and norms and the weights before and after."""
     if empty_init:
@@ -118,7 +120,7 @@ def train(
                 fabric.backward(loss / accumulate)
             if step == 0 and i == 0:  # unsynced, FSDP keeps the gradient unsharded, off the parameters
                 unsynced_grads = sum(p.grad is not None for p in model.parameters())
-        norms.append(fabric.clip_gradients(model, optimizer, max_norm=0.5).item())
+        norms.append(fabric.clip_gradients(model, optimizer, max_norm=0.5, norm_type=norm_type).item())
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
@@ -327,7 +329,11 @@ def scenario_train(out_dir: Path, in_dir: Path) -> dict:
         for strategy in ("ddp", "fsdp"):
             with Fabric(accelerator="cpu", strategy=strategy, precision=precision) as fabric:
                 trained = train(fabric, steps=10)
-                result[f"{precision}, {strategy}"] = {k: trained[k] for k in ("final", "losses")}
+                result[f"{precision}, {strategy}"] = {k: trained[k] for k in ("final", "losses", "norms")}
+    for strategy in ("ddp", "fsdp"):  # the largest gradient entry over every process's shards
+        with Fabric(accelerator="cpu", strategy=strategy) as fabric:
+            trained = train(fabric, steps=5, norm_type=math.inf)
+            result[f"inf-norm, {strategy}"] = {k: trained[k] for k in ("final", "norms")}
     with Fabric(accelerator="cpu", strategy=FSDPStrategy(param_dtype=torch.bfloat16)) as fabric:
         trained = train(fabric, steps=10)
         result["param_dtype=bfloat16"] = {k: trained[k] for k in ("final", "losses")}

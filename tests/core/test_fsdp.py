@@ -10,6 +10,7 @@ distributed checkpoints.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import sys
@@ -133,6 +134,26 @@ def test_clip_norm_is_the_norm_of_the_unsharded_gradient(two):
         assert_close_lists(r["fsdp"]["norms"], r["ddp"]["norms"], "gradient norms")
         assert max(r["fsdp"]["norms"]) > 0.5  # the clipping at 0.5 really clipped
     assert ranks[0]["fsdp"]["norms"] == ranks[1]["fsdp"]["norms"]  # one norm for the whole job
+
+
+@pytest.mark.slow
+def test_clip_norm_of_order_infinity_and_under_16_mixed_equals_ddps(two):
+    """The largest-entry norm (norm_type=inf) and the norm of unscaled 16-mixed gradients are DDP's, and clip the same."""
+    _, ranks = two
+    for r in ranks:
+        assert_close_lists(r["inf-norm, fsdp"]["norms"], r["inf-norm, ddp"]["norms"], "infinity norms")
+        assert max(r["inf-norm, fsdp"]["norms"]) > 0  # a norm was measured
+        # The scaler's first steps overflow (an infinite norm, a skipped step) alike under both strategies.
+        fsdp, ddp = r["16-mixed, fsdp"]["norms"], r["16-mixed, ddp"]["norms"]
+        assert [math.isfinite(n) for n in fsdp] == [math.isfinite(n) for n in ddp]
+        finite = [(a, b) for a, b in zip(fsdp, ddp, strict=True) if math.isfinite(b)]
+        assert len(finite) >= 5
+        assert_close_lists([a for a, _ in finite], [b for _, b in finite], "16-mixed norms")
+        for name, expected in r["inf-norm, ddp"]["final"].items():
+            torch.testing.assert_close(r["inf-norm, fsdp"]["final"][name], expected, atol=TOLERANCE, rtol=0)
+    # The scaler's factor is gone from the finite norms: fp32's order of magnitude, not 2**16 times it.
+    finite = [n for n in ranks[0]["16-mixed, fsdp"]["norms"] if math.isfinite(n)]
+    assert max(finite) < 100 * max(ranks[0]["fsdp"]["norms"])
 
 
 @pytest.mark.slow

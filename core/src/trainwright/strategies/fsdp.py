@@ -461,6 +461,8 @@ def _without_gradient_sync(modules: list[torch.nn.Module]) -> Iterator[None]:
 def _local_norm(tensors: list[torch.Tensor], norm_type: float, device: torch.device) -> torch.Tensor:
     # In float32 at least (float64 for float64 gradients), as torch.nn.utils.clip_grad_norm_ computes it.
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    # A shard can be empty (a bias of 1 entry on 2 processes); the infinity norm of nothing is undefined.
+    tensors = [t for t in tensors if t.numel()]
     if not tensors:
         return torch.zeros((), device=device, dtype=dtype)
     norms = [torch.linalg.vector_norm(t, norm_type, dtype=dtype).to(device) for t in tensors]
