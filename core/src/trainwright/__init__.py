@@ -5,7 +5,7 @@ The public surface is small: ``Fabric``, the loggers, seeding, ``run_metadata``,
 in their subpackages for those who extend them.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 from trainwright._dispatch import HookSignatureError, UnusedHook
 from trainwright.config import ConfigError
