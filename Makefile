@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # The constraints pin torch to the CPU build already on the machine (see constraints.txt).
 INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test docs lint format bench clean
+.PHONY: demo test docs lint format bench release clean
 
 $(VENV)/.installed: core/pyproject.toml core/src/trainwright/_version.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run.py
+
+# Tag vX.Y.Z on HEAD after checking that it is a release: a clean tree, the same version in core/
+# and copier.yml, and a CHANGELOG entry for it (.ci/release.py; docs/releasing.md).
+release:
+	$(PYTHON) .ci/release.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ downloaded.
 from __future__ import annotations
 
 import email
+import runpy
 import subprocess
 import sys
 import tarfile
@@ -22,7 +23,10 @@ import trainwright
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-VERSION = trainwright.__version__
+RELEASE = trainwright.__version__
+# What a build of this checkout is: the release at its tagged commit, else release+g<commit>
+# (core/build_version.py), which is what the files are named by.
+VERSION = runpy.run_path(str(ROOT / "core" / "build_version.py"))["__version__"]
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -74,7 +78,7 @@ def test_the_sdist_holds_the_sources_the_license_and_the_readme(dist):
     """The sdist holds what rebuilding the wheel needs: pyproject.toml, README.md, LICENSE, the package, py.typed."""
     with tarfile.open(dist / f"trainwright-{VERSION}.tar.gz") as sdist:
         names = {name.removeprefix(f"trainwright-{VERSION}/") for name in sdist.getnames()}
-    assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= names
+    assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO", "build_version.py"} <= names
     assert {"src/trainwright/__init__.py", "src/trainwright/py.typed"} <= names
 
 
@@ -108,4 +112,11 @@ print(trainwright.__version__, importlib.metadata.version("trainwright"), (packa
 """
     lines = run(python, "-c", probe, cwd=tmp_path).stdout.split()
     assert Path(lines[0]).is_relative_to(purelib), "trainwright was imported from outside the fresh venv"
-    assert lines[1:] == [VERSION, VERSION, "True"]
+    assert lines[1:] == [RELEASE, VERSION, "True"]
+
+
+def test_a_wheel_built_from_the_sdist_keeps_its_version(dist, tmp_path):
+    """Outside git, the sdist's PKG-INFO gives the wheel the version the sdist was built with (commit included)."""
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index"]
+    run(*command, "--wheel-dir", tmp_path, dist / f"trainwright-{VERSION}.tar.gz", cwd=tmp_path)
+    assert [p.name for p in tmp_path.glob("*.whl")] == [f"trainwright-{VERSION}-py3-none-any.whl"]

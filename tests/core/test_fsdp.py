@@ -138,7 +138,7 @@ def test_clip_norm_is_the_norm_of_the_unsharded_gradient(two):
 
 @pytest.mark.slow
 def test_clip_norm_of_order_infinity_and_under_16_mixed_equals_ddps(two):
-    """The largest-entry norm (norm_type=inf) and the norm of unscaled 16-mixed gradients are DDP's, and clip the same."""
+    """The infinity norm (largest entry) and the norm of unscaled 16-mixed gradients are DDP's, and clip alike."""
     _, ranks = two
     for r in ranks:
         assert_close_lists(r["inf-norm, fsdp"]["norms"], r["inf-norm, ddp"]["norms"], "infinity norms")

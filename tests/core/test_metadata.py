@@ -73,3 +73,18 @@ def test_no_repository_or_no_git_gives_none(tmp_path, monkeypatch):
     assert run_metadata(fabric, tmp_path)["git"] is None
     monkeypatch.setenv("PATH", str(tmp_path))  # no git on the PATH
     assert run_metadata(fabric, tmp_path)["git"] is None
+
+
+@needs_git
+def test_the_core_build_names_the_installed_version_and_the_commit_it_runs():
+    """trainwright_build holds the installed version (X.Y.Z+g<commit> from git), where pip got the core, and the
+    exact commit: for this editable install, the checkout's commit now, and whether it differs from it."""
+    from importlib import metadata
+    from pathlib import Path
+
+    build = run_metadata(Fabric(accelerator="cpu"))["trainwright_build"]
+    core = Path(trainwright.__file__).resolve().parents[2]
+    assert build["version"] == metadata.version("trainwright")
+    assert build["commit"] == git(core, "rev-parse", "HEAD")
+    assert build["url"] == core.as_uri()
+    assert build["dirty"] is bool(git(core, "status", "--porcelain", "--untracked-files=no"))

@@ -2,10 +2,13 @@
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from packaging.version import Version
 
 import trainwright
 
@@ -13,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_version_is_exposed_and_matches_the_distribution():
-    """trainwright.__version__ is the version pip installed from core/pyproject.toml."""
-    assert trainwright.__version__ == importlib.metadata.version("trainwright")
+    """trainwright.__version__ is the release pip installed from core/pyproject.toml; a build from git adds
+    the commit as a local label (X.Y.Z+g<commit>, core/build_version.py)."""
+    installed = Version(importlib.metadata.version("trainwright"))
+    assert installed.public == trainwright.__version__
+    assert installed.local is None or re.fullmatch(r"g[0-9a-f]{40}", installed.local), installed
     pyproject = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())
     assert pyproject["project"]["dependencies"] == ["torch>=2.3"]
     extras = pyproject["project"]["optional-dependencies"]

@@ -119,11 +119,13 @@ def test_a_remote_source_gives_a_reference_to_its_repository_at_the_rendered_com
 def test_pip_resolves_a_remote_reference_to_the_templates_core(
     source, remote_copies, template_repo, offline_env, tmp_path
 ):
-    """pip clones the repository the requirement names, checks out the commit and finds the core at its version."""
+    """pip clones the repository the requirement names, checks out the commit and finds the core at its version,
+    which carries that commit."""
     requirement, _ = remote_copies[source]
     core = pip_resolves(requirement, tmp_path, env=offline_env)
-    assert core["metadata"]["version"] == core_version()
-    assert core["download_info"]["vcs_info"]["commit_id"] == git(template_repo, "rev-parse", "HEAD")
+    commit = git(template_repo, "rev-parse", "HEAD")
+    assert core["metadata"]["version"] == f"{core_version()}+g{commit}"  # an untagged commit: core/build_version.py
+    assert core["download_info"]["vcs_info"]["commit_id"] == commit
     assert core["download_info"]["subdirectory"] == "core"
 
 
@@ -135,7 +137,7 @@ def test_a_local_checkout_gives_a_file_reference_that_pip_installs_with_the_proj
     assert requirement_of(project) == f"trainwright @ git+{url}@{commit}#subdirectory=core"
 
     core = pip_resolves(project, tmp_path)
-    assert core["metadata"]["version"] == core_version()
+    assert core["metadata"]["version"] == f"{core_version()}+g{commit}"
     assert core["download_info"]["vcs_info"]["commit_id"] == commit
 
 

@@ -54,6 +54,28 @@ USER_EDITS = [
     ),
 ]
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
+# The task's files (default answers): written at the copy and never touched by an update (copier.yml's
+# _skip_if_exists), so after an update they are what the project held before it.
+TASK_FILES = {"src/my_trainer/task.py", "src/my_trainer/model.py", "src/my_trainer/data.py"}
+TEMPLATE_TASK = "template/src/{{package_name}}/{% if task != 'language_model' %}task.py{% endif %}.jinja"
+TEMPLATE_MODEL = "template/src/{{package_name}}/{% if task != 'language_model' %}model.py{% endif %}.jinja"
+# A user's own task.py, replacing the example's whole (a regression, where the example classifies).
+USERS_TASK = '''"""My team's task: a linear regression on our own data."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config
+
+
+class Task:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def build_model(self) -> torch.nn.Module:
+        return torch.nn.Linear(8, 1)
+'''
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -167,6 +189,7 @@ def test_a_project_of_the_latest_release_updates_to_head_keeping_the_users_edits
         assert old in text, f"USER_EDITS is out of date: {old!r} is not in {path} as {latest} generates it"
         (project / path).write_text(text.replace(old, new, 1), encoding="utf-8")
     git(project, *IDENTITY, "commit", "-q", "-am", "my edits")
+    before = files(project)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -179,7 +202,9 @@ def test_a_project_of_the_latest_release_updates_to_head_keeping_the_users_edits
     updated = files(project)
     assert set(updated) == set(expected)
     edited = {path for path, _, _ in USER_EDITS}
-    for path in sorted(set(updated) - edited):
+    for path in sorted(TASK_FILES):
+        assert updated[path] == before[path], f"the update changed {path}, which is the user's"
+    for path in sorted(set(updated) - edited - TASK_FILES):
         assert updated[path] == expected[path], f"{path} is not what HEAD generates"
     for path, _, new in USER_EDITS:
         assert new in updated[path], f"the user's edit to {path} was lost"
@@ -204,14 +229,51 @@ def test_copier_update_vcs_ref_goes_to_a_chosen_release(history, tmp_path):
     """`copier update --defaults --vcs-ref vX.Y.Z` takes a project of the release before to exactly that release."""
     chosen, previous = releases_before_head(history)[:2]
     project = generate(history, previous, tmp_path / "project")
+    before = files(project)
     command = [sys.executable, "-m", "copier", "update", "--defaults", "--quiet", "--trust", f"--vcs-ref={chosen}"]
     run(*command, cwd=project)
 
     expected = files(generate(history, chosen, tmp_path / "fresh", answers_of(project)))
     updated = files(project)
     assert yaml.safe_load(updated[".copier-answers.yml"])["_commit"] == chosen
+    if "_skip_if_exists" in git(history, "show", f"{chosen}:copier.yml"):  # the task stays as it was copied
+        expected |= {path: before[path] for path in TASK_FILES}
     assert updated == expected
     assert git(project, "status", "--porcelain"), "the update changed nothing"
+
+
+def test_a_replaced_task_stays_byte_for_byte_through_an_update_that_changes_the_example(history, tmp_path):
+    """A project of 0.5.0 whose user replaced task.py and edited model.py updates to HEAD plus a commit that
+    changes the example's task.py and model.py: no conflict marker anywhere, both files exactly the user's, and
+    every file the user did not touch is what that commit generates."""
+    template = tmp_path / "template"
+    run("git", "clone", "--quiet", history, template)  # tags included
+    project = generate(template, "v0.5.0", tmp_path / "project")
+    (project / "src/my_trainer/task.py").write_text(USERS_TASK, encoding="utf-8")
+    with (project / "src/my_trainer/model.py").open("a", encoding="utf-8") as model:
+        model.write("\n\nHIDDEN = 64  # my team's width\n")
+    git(project, *IDENTITY, "commit", "-q", "-am", "my task")
+    before = files(project)
+
+    # The next release rewrites the example task's first lines, where the user's task.py differs entirely.
+    for path in (TEMPLATE_TASK, TEMPLATE_MODEL):
+        text = (template / path).read_text(encoding="utf-8")
+        (template / path).write_text('"""The example, as the next release writes it."""\n' + text, encoding="utf-8")
+    git(template, *IDENTITY, "commit", "-q", "-am", "template: the example task changes")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        copier.run_update(
+            project, vcs_ref="HEAD", defaults=True, overwrite=True, quiet=True, conflict="inline", unsafe=True
+        )
+    updated = files(project)
+    assert [path for path, text in updated.items() if has_conflict(text)] == []
+    for path in sorted(TASK_FILES):
+        assert updated[path] == before[path], f"the update changed {path}, which is the user's"
+    expected = files(generate(template, "HEAD", tmp_path / "fresh", answers_of(project)))
+    assert "The example, as the next release writes it." in expected["src/my_trainer/task.py"]
+    for path in sorted(set(expected) - TASK_FILES):
+        assert updated[path] == expected[path], f"{path} is not what HEAD generates"
 
 
 def test_release_commits_are_found_where_the_core_version_changed(tmp_path):

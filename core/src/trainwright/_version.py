@@ -4,4 +4,4 @@ A module of its own so that the core's modules read it without importing the pac
 whose ``__init__`` imports them: that would be an import circle.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -30,11 +32,17 @@ def run_metadata(fabric: Fabric, source_dir: str | os.PathLike | None = None) ->
 
     Returns:
         ``{"created": "2026-05-01T12:00:00+00:00", "python": "3.11.7", "torch": "2.5.1",
-        "cuda": "12.4" or None, "trainwright": "0.5.0", "host": ..., "platform": ...,
+        "cuda": "12.4" or None, "trainwright": "0.6.0", "trainwright_build": {"version":
+        "0.6.0+g3f2a...", "commit": "3f2a...", "url": "git+https://...", "dirty": None},
+        "host": ..., "platform": ...,
         "world_size": 2, "accelerator": "cuda", "devices": 2, "device_name": "NVIDIA H100 ...",
         "precision": "bf16-mixed", "git": {"commit": "3f2a...", "dirty": False} or None}``,
         where ``devices`` counts this node's devices in the job, and ``git`` is ``None`` without
         ``source_dir``, outside a repository, or without a ``git`` command.
+        ``trainwright_build`` is the core this process imported: its installed version, the
+        commit it was built from (``None`` where nothing records one: a package index's
+        release), where pip got it, and for an editable install or a source checkout on the
+        path, whether that checkout differs from its commit.
     """
     return {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -42,6 +50,7 @@ def run_metadata(fabric: Fabric, source_dir: str | os.PathLike | None = None) ->
         "torch": str(torch.__version__),  # a str subclass, which weights_only loading refuses
         "cuda": str(torch.version.cuda) if torch.version.cuda else None,
         "trainwright": __version__,
+        "trainwright_build": _core_build(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "world_size": fabric.world_size,
@@ -51,6 +60,39 @@ def run_metadata(fabric: Fabric, source_dir: str | os.PathLike | None = None) ->
         "precision": fabric.flags.precision,
         "git": _git_state(Path(source_dir)) if source_dir is not None else None,
     }
+
+
+# The local label that core/build_version.py gives a build from git: X.Y.Z+g<commit>.
+_COMMIT_LABEL = re.compile(r"\+g([0-9a-f]{40})$")
+
+
+def _core_build() -> dict[str, Any]:
+    """Which build of the core this process runs: ``{"version", "commit", "url", "dirty"}``.
+
+    The commit is, in order: the running checkout's for an editable install or a core that is
+    not installed (its code is what the checkout holds now, not what it held at install time);
+    the one pip recorded in the PEP 610 ``direct_url.json`` for a VCS install; the one in the
+    version's ``+g<commit>`` label for a build from a git checkout; else ``None``.
+    """
+    from importlib import metadata
+
+    try:
+        distribution = metadata.distribution("trainwright")
+    except metadata.PackageNotFoundError:
+        distribution = None
+    version = distribution.version if distribution is not None else __version__
+    try:
+        direct_url = json.loads((distribution.read_text("direct_url.json") if distribution else None) or "{}")
+    except ValueError:
+        direct_url = {}
+    url, commit, dirty = direct_url.get("url"), direct_url.get("vcs_info", {}).get("commit_id"), None
+    if distribution is None or direct_url.get("dir_info", {}).get("editable"):
+        state = _git_state(Path(__file__).resolve().parent)  # the package folder
+        if state is not None:
+            commit, dirty = state["commit"], state["dirty"]
+    if commit is None and (label := _COMMIT_LABEL.search(version)):
+        commit = label.group(1)
+    return {"version": version, "commit": commit, "url": url, "dirty": dirty}
 
 
 def _device_name(device: torch.device) -> str:

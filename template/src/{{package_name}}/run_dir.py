@@ -2,9 +2,9 @@
 
 At the start of a fit, process 0 writes ``config.toml``, the resolved config (``fit --config
 <run_dir>/config.toml`` runs it again), and ``metadata.json``: the versions of Python, torch and
-trainwright, the project's git commit and whether its files differed from it, the host, and
-the devices. Checkpoints hold the same metadata. At the end, the trackers receive these files,
-and the profiler's, as artifacts.
+trainwright (with the core's exact commit, ``trainwright_build``), the project's git commit and
+whether its files differed from it, the host, and the devices. Checkpoints hold the same
+metadata. At the end, the trackers receive these files, and the profiler's, as artifacts.
 """
 
 from __future__ import annotations
