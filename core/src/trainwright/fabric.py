@@ -565,6 +565,11 @@ class Fabric:
         Objects in ``state`` with ``load_state_dict`` load their entry; other values are
         replaced. Loading uses ``weights_only=True``, so a checkpoint cannot run code.
 
+        The precision's state (the gradient scale, under ``"16-mixed"``) is restored only when
+        ``state`` has at least one entry, i.e. when the caller fills live state from the file,
+        as a resume does. ``load(path)`` (or ``state={}``) only reads the file, and leaves the
+        live gradient scaler as it is.
+
         Under FSDP, either format loads, on any number of processes: a sharded directory is
         resharded for this job, a full file is sharded as it is read.
 
@@ -581,9 +586,9 @@ class Fabric:
         checkpoint = self._strategy.load_checkpoint(path, state)
         meta = check_format(checkpoint, path, __version__)
         del checkpoint[RESERVED_KEY]
-        self._strategy.precision.load_state_dict(meta.get("precision") or {})
-        if state is None:
+        if not state:  # reading a file must not change the live run's gradient scale
             return checkpoint
+        self._strategy.precision.load_state_dict(meta.get("precision") or {})
         where = f"checkpoint {str(path)!r}"
         restore(state, checkpoint, strict=strict, where=where, load=self._strategy.load_object_state)
         return {key: value for key, value in checkpoint.items() if key not in state}
