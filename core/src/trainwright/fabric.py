@@ -16,6 +16,7 @@ from trainwright._collections import apply_to_tensors, move_to_device
 from trainwright._compile import unwrap_compiled
 from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
 from trainwright._scalars import read_scalars
+from trainwright._worker_signals import PREEMPTION_SIGNALS, check_signals, leave_signals_to_main
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
 from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, check_format, restore, to_plain
@@ -242,6 +243,7 @@ class Fabric:
         move_to_device: bool = True,
         use_distributed_sampler: bool = True,
         evaluation: bool = False,
+        worker_ignored_signals: Iterable[int] = PREEMPTION_SIGNALS,
     ) -> Any:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
 
@@ -259,15 +261,26 @@ class Fabric:
         batch, so every rank needs a batch: at least ``world_size`` samples, and no ``drop_last``
         that would leave a rank with none).
 
+        The loaders' worker processes ignore ``worker_ignored_signals`` (SIGTERM and SIGUSR1
+        by default; pass ``()`` to keep torch's handling): a launcher or a scheduler that
+        signals every process of the job (torchrun, SLURM) asks the main process to save and
+        stop, and the workers keep serving it until it does. A SIGTERM from the main process
+        itself, which is how it stops a stuck worker, still ends the worker. Each loader's own
+        ``worker_init_fn`` runs after this, in every worker, so it may install handlers of its
+        own; a loader rebuilt here, or by ``skip_batches``, keeps both.
+
         Returns:
             One loader for one argument, else a tuple in the same order.
 
         Raises:
             TypeError: an argument is not a ``DataLoader``, or under DDP a loader cannot be
                 rebuilt with a sharded sampler (a ``DataLoader`` subclass or a custom batch sampler).
+            ValueError: ``worker_ignored_signals`` holds something other than a signal that a
+                process can block.
         """
         if not dataloaders:
             raise TypeError("setup_dataloaders() needs at least one data loader")
+        ignored = check_signals(worker_ignored_signals, "setup_dataloaders(): worker_ignored_signals")
         device = self.device if move_to_device and self.device.type != "cpu" else None
         wrapped = []
         for i, loader in enumerate(dataloaders):
@@ -275,6 +288,7 @@ class Fabric:
                 raise TypeError(
                     f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
                 )
+            leave_signals_to_main(loader, ignored)  # before any rebuild, which copies worker_init_fn
             if use_distributed_sampler:
                 loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
             wrapped.append(FabricDataLoader(loader, device))
