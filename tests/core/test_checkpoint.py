@@ -329,3 +329,19 @@ def test_single_and_ddp_files_are_torch_save_of_the_plain_state(tmp_path, strate
     buffer = io.BytesIO()
     torch.save(expected, buffer)  # to a file object, as CheckpointIO writes, so the archive names agree
     assert (tmp_path / "a.ckpt").read_bytes() == buffer.getvalue()
+
+
+def test_a_logger_whose_flush_fails_costs_no_checkpoint(tmp_path):
+    """save() writes the checkpoint when a logger's flush raises, and names the logger in a RuntimeWarning."""
+
+    class Unreachable:
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def flush(self):
+            raise ConnectionError("tracker unreachable")
+
+    fabric = Fabric(accelerator="cpu", loggers=Unreachable())
+    with pytest.warns(RuntimeWarning, match=r"Unreachable.flush\(\) failed \(ConnectionError"):
+        fabric.save(tmp_path / "a.ckpt", {"step": 3})
+    assert fabric.load(tmp_path / "a.ckpt") == {"step": 3}

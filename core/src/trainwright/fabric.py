@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -537,8 +538,16 @@ class Fabric:
     def _flush_loggers(self) -> None:
         for logger in self.loggers:
             flush = getattr(logger, "flush", None)
-            if callable(flush):
+            if not callable(flush):
+                continue
+            try:
                 flush()
+            except Exception as error:  # a logger's failure must not cost the run its checkpoint
+                warnings.warn(
+                    f"save(): {type(logger).__qualname__}.flush() failed ({error!r}); the checkpoint is written anyway",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -548,7 +557,10 @@ class Fabric:
         Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
         their state dicts; everything else must be plain data. The file also records the
         checkpoint format version and the precision's state (the gradient scale). The loggers
-        are flushed first, so that their files hold every step that the checkpoint has seen.
+        are flushed first, so that their files hold every step that the checkpoint has seen;
+        a tracker's flush only asks its background thread to send, so a checkpoint never
+        waits on a tracking service, and a logger whose flush raises is reported in a
+        ``RuntimeWarning`` while the checkpoint is written anyway.
 
         Under FSDP every process calls this: with ``FSDPStrategy(state_dict_type="sharded")``
         (the default) ``path`` becomes a directory that each process writes its shards into,

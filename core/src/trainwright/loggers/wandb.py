@@ -7,6 +7,7 @@ import importlib.util
 import os
 import secrets
 import string
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from trainwright.loggers.base import STATUSES, Logger, flatten_params
 
 _EXIT_CODE = {"success": 0, "failed": 1, "interrupted": 255}
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_CLOSE_TIMEOUT = 10.0  # seconds finalize waits for the metrics to reach wandb (a local service)
 
 
 class WandbLogger(Logger):
@@ -117,7 +119,7 @@ class WandbLogger(Logger):
         self._last_step = step
 
     def flush(self) -> None:
-        """Hand every metric logged so far to ``wandb``."""
+        """Ask the background thread to hand every metric logged so far to ``wandb``; returns at once."""
         self._sender.flush()
 
     def finalize(self, status: str = "success") -> None:
@@ -134,7 +136,13 @@ class WandbLogger(Logger):
         if self._run is None:
             return
         try:
-            self._sender.close()
+            left = self._sender.close(_CLOSE_TIMEOUT)
+            if left:
+                warnings.warn(
+                    f"WandbLogger: {left} steps of metrics were not handed to wandb within {_CLOSE_TIMEOUT:g} s",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         finally:
             run, self._run = self._run, None
             run.finish(exit_code=_EXIT_CODE[status])
@@ -186,12 +194,13 @@ class WandbLogger(Logger):
         self._run = run
 
     def _send_metrics(self, items: list[tuple[int, dict[str, float]]]) -> None:
-        """The background thread's send: one ``run.log`` per step, values of one step merged."""
-        rows: list[dict[str, float]] = []
-        for step, values in items:
-            if rows and rows[-1]["step"] == step:
-                rows[-1].update(values)
-            else:
-                rows.append({**values, "step": step})
-        for row in rows:
-            self._run.log(row)
+        """The background thread's send: one ``run.log`` per step, values of one step merged;
+        each step's items leave ``items`` once logged."""
+        while items:
+            step = items[0][0]
+            count = next((i for i, item in enumerate(items) if item[0] != step), len(items))
+            row: dict[str, float] = {}
+            for _, values in items[:count]:
+                row.update(values)
+            self._run.log({**row, "step": step})
+            del items[:count]
