@@ -137,9 +137,9 @@ def test_close_gives_up_after_its_timeout_while_the_service_is_down():
         sender.put(1)
         sender.put(2)
         started = time.monotonic()
-        assert sender.close(timeout=0.5) == 2
+        assert sender.close(timeout=1.2) == 2  # tries at 0, 0.5 and 1 s
     assert len(messages) == 1
-    assert 0.4 < time.monotonic() - started < 5
+    assert 1.1 < time.monotonic() - started < 5
     assert destination.failures >= 2  # it retried while closing
 
 
