@@ -47,10 +47,10 @@ class MLflowLogger(Logger):
     A resumed run continues the same MLflow run: ``state_dict()`` holds a key chosen here, with
     which the run is tagged (``trainwright_run_key``), and the run's id once the store has
     created it; ``load_state_dict`` (before anything is logged) makes the run reopen it, by its
-    id or else by its key. MLflow cannot
-    delete metric points, so the steps that a resumed run logs again after ``rewind`` appear
-    twice in the run's history (with different timestamps); MLflow keeps a run's params
-    fixed, so a param whose value changed on resume is reported in a warning, not recorded.
+    id or else by its key. MLflow cannot delete metric points, so the steps that a resumed run
+    logs again after ``rewind`` appear twice in the run's history (with different timestamps);
+    MLflow keeps a run's params fixed, so a param whose value changed on resume is reported in
+    a warning, not recorded.
 
     Args:
         save_dir: the folder for the local store; needed only without a tracking URI.
