@@ -272,11 +272,31 @@ def test_scaler_state_round_trips_with_16_mixed(tmp_path):
     assert saved_scale == 2.0**15  # halved from the initial 2**16 by the overflow
 
     other = Fabric(accelerator="cpu", precision="16-mixed")
-    other.load(tmp_path / "a.ckpt")
+    other.load(tmp_path / "a.ckpt", {"step": 0})
     model2 = torch.nn.Linear(4, 1)
     model2 = other.setup(model2)
     other.backward(model2(torch.randn(2, 4)).sum())
     assert other.precision.scaler.get_scale() == 2.0**15
+
+
+def test_reading_a_checkpoint_leaves_the_live_gradient_scale(tmp_path):
+    """load(path) and load(path, {}) only read: the live scaler keeps its scale; a state to fill restores it."""
+    writer = Fabric(accelerator="cpu", precision="16-mixed")
+    writer.save(tmp_path / "a.ckpt", {"step": 1})  # the initial scale, 2**16
+
+    fabric = Fabric(accelerator="cpu", precision="16-mixed")
+    model = torch.nn.Linear(4, 1)
+    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    fabric.backward(model(torch.randn(2, 4)).sum() * 1e6)  # overflows in float16: the step is skipped
+    optimizer.step()
+    fabric.backward(model(torch.randn(2, 4)).sum())  # ends the iteration: the scale is halved
+    assert fabric.precision.scaler.get_scale() == 2.0**15
+
+    assert fabric.load(tmp_path / "a.ckpt") == {"step": 1}
+    assert fabric.load(tmp_path / "a.ckpt", {}) == {"step": 1}
+    assert fabric.precision.scaler.get_scale() == 2.0**15
+    fabric.load(tmp_path / "a.ckpt", {"step": 0})
+    assert fabric.precision.scaler.get_scale() == 2.0**16
 
 
 def test_checkpoint_io_creates_folders_and_replaces_atomically(tmp_path):
@@ -309,3 +329,19 @@ def test_single_and_ddp_files_are_torch_save_of_the_plain_state(tmp_path, strate
     buffer = io.BytesIO()
     torch.save(expected, buffer)  # to a file object, as CheckpointIO writes, so the archive names agree
     assert (tmp_path / "a.ckpt").read_bytes() == buffer.getvalue()
+
+
+def test_a_logger_whose_flush_fails_costs_no_checkpoint(tmp_path):
+    """save() writes the checkpoint when a logger's flush raises, and names the logger in a RuntimeWarning."""
+
+    class Unreachable:
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def flush(self):
+            raise ConnectionError("tracker unreachable")
+
+    fabric = Fabric(accelerator="cpu", loggers=Unreachable())
+    with pytest.warns(RuntimeWarning, match=r"Unreachable.flush\(\) failed \(ConnectionError"):
+        fabric.save(tmp_path / "a.ckpt", {"step": 3})
+    assert fabric.load(tmp_path / "a.ckpt") == {"step": 3}

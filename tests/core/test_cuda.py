@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.core.helpers import regression_data
-from trainwright import Fabric
+from trainwright import Fabric, capture_rng_state, restore_rng_state
 
 pytestmark = pytest.mark.cuda
 
@@ -116,3 +116,21 @@ def test_fsdp_meta_init_keeps_each_ranks_cuda_random_stream(tmp_path):
     ranks = streams_after_meta_setup(tmp_path, "cuda")
     for key in ("fsdp, Net", "fsdp, Drawn"):
         assert not torch.equal(ranks[0][key]["device"], ranks[1][key]["device"]), key
+
+
+def test_rng_state_is_the_current_devices_and_restores_where_fewer_devices_are_visible():
+    """capture_rng_state holds the current device's CUDA state; a 0.5 state with more devices than visible restores."""
+    fabric = Fabric(accelerator="cuda", devices=1)
+    torch.rand(1, device=fabric.device)  # initialises CUDA, whose state is then captured
+    state = capture_rng_state()
+    assert isinstance(state["cuda"], torch.Tensor)
+    expected = torch.rand(3, device=fabric.device)
+    restore_rng_state(state)
+    assert torch.equal(torch.rand(3, device=fabric.device), expected)
+
+    # trainwright 0.5 saved one state per visible device: here, one more device than this machine has
+    count = torch.cuda.device_count()
+    old = {"cuda": [torch.cuda.get_rng_state(i) for i in range(count)] + [torch.cuda.get_rng_state(0)]}
+    expected = torch.rand(3, device="cuda:0")
+    restore_rng_state(old)
+    assert torch.equal(torch.rand(3, device="cuda:0"), expected)

@@ -95,6 +95,14 @@ def test_resolution(flags, hardware, expected):
         ({"devices": 2, "strategy": "single"}, FOUR_GPUS, "strategy='single' runs on one device"),
         ({"precision": "bf16-mixed"}, TWO_OLD_GPUS, "precision='bf16-mixed' needs bfloat16 support"),
         ({"precision": "64-true"}, MAC, "precision='64-true' is not supported on mps"),
+        (
+            {"strategy": "single"},
+            TORCHRUN,
+            "strategy='single' runs one process, but this job was launched with WORLD_SIZE=4 processes",
+        ),
+        ({"strategy": SingleDeviceStrategy()}, TORCHRUN, "use strategy='auto' or one of 'ddp', 'fsdp'"),
+        ({"strategy": "single", "accelerator": "cuda"}, Hardware(cuda_devices=1, world_size=2), "WORLD_SIZE=2"),
+        ({"strategy": "single", "devices": [1]}, Hardware(cuda_devices=2, world_size=2), "WORLD_SIZE=2"),
     ],
 )
 def test_errors_name_the_flag_and_the_alternatives(flags, hardware, message):

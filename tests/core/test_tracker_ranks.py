@@ -38,7 +38,10 @@ def test_only_rank_zero_starts_a_tracker_run(tmp_path):
     saved = CheckpointIO().load(tmp_path / "last.ckpt")["loggers"]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow-0' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
-    assert (run.info.run_id, run.info.status) == (saved["mlflow"]["run_id"], "FINISHED")
+    # The checkpoint was taken right after logging, maybe before the store had created the run:
+    # it names the run by the key that the run is tagged with, and by its id once it had one.
+    assert (run.data.tags["trainwright_run_key"], run.info.status) == (saved["mlflow"]["run_key"], "FINISHED")
+    assert saved["mlflow"].get("run_id", run.info.run_id) == run.info.run_id
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [
         (0, 0.5),
         (1, 1.5),

@@ -2,9 +2,11 @@
 
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -130,3 +132,38 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "wandb"))
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreachable_wandb_server_never_holds_up_a_checkpoint_or_the_teardown(tmp_path, monkeypatch):
+    """Online W&B against a closed port: each save writes at once, one warning tells, and finalize is bounded."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens on it: every connection is refused
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")  # each try of wandb.init gives up after 3 s
+    logger = WandbLogger(tmp_path, project="down", flush_interval=0.2, close_timeout=5)
+    fabric = Fabric(accelerator="cpu", loggers=logger)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fabric.log_hyperparams({"lr": 0.1})
+        slowest = 0.0
+        for step in range(5):
+            fabric.log("loss", 1.0, step=step)
+            started = time.monotonic()
+            fabric.save(tmp_path / f"step{step}.ckpt", {"step": step})
+            slowest = max(slowest, time.monotonic() - started)
+        deadline = time.monotonic() + 60
+        while not any("sending failed" in str(w.message) for w in caught) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        fabric.teardown()
+        teardown = time.monotonic() - started
+    assert slowest < 2.0
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [f"step{i}.ckpt" for i in range(5)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert [m.split(":")[0] for m in messages] == ["WandbLogger", "WandbLogger"], messages
+    assert "sending failed (CommError(" in messages[0]
+    assert "did not take the rest of the run within 5 s; 7 items" in messages[1]  # config, 5 steps, the end
+    assert teardown < 8.0  # one more try of at most 3 s, not close_timeout after close_timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -17,6 +18,7 @@ from trainwright._dispatch import _STALE, Dispatcher, UnusedHook
 from trainwright._evaluation import EvenEvaluationLoader
 from trainwright._scalars import read_scalars
 from trainwright._version import __version__
+from trainwright._worker_signals import PREEMPTION_SIGNALS, check_signals, leave_signals_to_main
 from trainwright._wrappers import FabricDataLoader, FabricModule, FabricOptimizer, wrap_optimizer
 from trainwright.accelerators import ACCELERATOR_CLASSES
 from trainwright.checkpoint import FORMAT_VERSION, RESERVED_KEY, check_format, restore, to_plain
@@ -243,6 +245,7 @@ class Fabric:
         move_to_device: bool = True,
         use_distributed_sampler: bool = True,
         evaluation: bool = False,
+        worker_ignored_signals: Iterable[int] = PREEMPTION_SIGNALS,
     ) -> Any:
         """Adapt data loaders to the strategy and, with ``move_to_device``, move batches to ``device``.
 
@@ -260,15 +263,26 @@ class Fabric:
         the loop counts nothing from them. Sum and count on each process and all-reduce once
         after the loop: the mean is exact. See ``trainwright._evaluation.EvenEvaluationLoader``.
 
+        The loaders' worker processes ignore ``worker_ignored_signals`` (SIGTERM and SIGUSR1
+        by default; pass ``()`` to keep torch's handling): a launcher or a scheduler that
+        signals every process of the job (torchrun, SLURM) asks the main process to save and
+        stop, and the workers keep serving it until it does. A SIGTERM from the main process
+        itself, which is how it stops a stuck worker, still ends the worker. Each loader's own
+        ``worker_init_fn`` runs after this, in every worker, so it may install handlers of its
+        own; a loader rebuilt here, or by ``skip_batches``, keeps both.
+
         Returns:
             One loader for one argument, else a tuple in the same order.
 
         Raises:
             TypeError: an argument is not a ``DataLoader``, or under DDP a loader cannot be
                 rebuilt with a sharded sampler (a ``DataLoader`` subclass or a custom batch sampler).
+            ValueError: ``worker_ignored_signals`` holds something other than a signal that a
+                process can block.
         """
         if not dataloaders:
             raise TypeError("setup_dataloaders() needs at least one data loader")
+        ignored = check_signals(worker_ignored_signals, "setup_dataloaders(): worker_ignored_signals")
         device = self.device if move_to_device and self.device.type != "cpu" else None
         wrapped = []
         for i, loader in enumerate(dataloaders):
@@ -276,6 +290,7 @@ class Fabric:
                 raise TypeError(
                     f"setup_dataloaders(): argument {i} must be a DataLoader, got {type(loader).__qualname__}"
                 )
+            leave_signals_to_main(loader, ignored)  # before any rebuild, which copies worker_init_fn
             if use_distributed_sampler:
                 loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
             if evaluation and self.world_size > 1:
@@ -530,8 +545,16 @@ class Fabric:
     def _flush_loggers(self) -> None:
         for logger in self.loggers:
             flush = getattr(logger, "flush", None)
-            if callable(flush):
+            if not callable(flush):
+                continue
+            try:
                 flush()
+            except Exception as error:  # a logger's failure must not cost the run its checkpoint
+                warnings.warn(
+                    f"save(): {type(logger).__qualname__}.flush() failed ({error!r}); the checkpoint is written anyway",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -541,7 +564,10 @@ class Fabric:
         Objects with ``state_dict`` (models, optimizers, schedulers, callbacks) are stored as
         their state dicts; everything else must be plain data. The file also records the
         checkpoint format version and the precision's state (the gradient scale). The loggers
-        are flushed first, so that their files hold every step that the checkpoint has seen.
+        are flushed first, so that their files hold every step that the checkpoint has seen;
+        a tracker's flush only asks its background thread to send, so a checkpoint never
+        waits on a tracking service, and a logger whose flush raises is reported in a
+        ``RuntimeWarning`` while the checkpoint is written anyway.
 
         Under FSDP every process calls this: with ``FSDPStrategy(state_dict_type="sharded")``
         (the default) ``path`` becomes a directory that each process writes its shards into,
@@ -572,6 +598,11 @@ class Fabric:
         Objects in ``state`` with ``load_state_dict`` load their entry; other values are
         replaced. Loading uses ``weights_only=True``, so a checkpoint cannot run code.
 
+        The precision's state (the gradient scale, under ``"16-mixed"``) is restored only when
+        ``state`` has at least one entry, i.e. when the caller fills live state from the file,
+        as a resume does. ``load(path)`` (or ``state={}``) only reads the file, and leaves the
+        live gradient scaler as it is.
+
         Under FSDP, either format loads, on any number of processes: a sharded directory is
         resharded for this job, a full file is sharded as it is read.
 
@@ -588,9 +619,9 @@ class Fabric:
         checkpoint = self._strategy.load_checkpoint(path, state)
         meta = check_format(checkpoint, path, __version__)
         del checkpoint[RESERVED_KEY]
-        self._strategy.precision.load_state_dict(meta.get("precision") or {})
-        if state is None:
+        if not state:  # reading a file must not change the live run's gradient scale
             return checkpoint
+        self._strategy.precision.load_state_dict(meta.get("precision") or {})
         where = f"checkpoint {str(path)!r}"
         restore(state, checkpoint, strict=strict, where=where, load=self._strategy.load_object_state)
         return {key: value for key, value in checkpoint.items() if key not in state}

@@ -124,8 +124,9 @@ def resolve_flags(
     accelerators and precisions it runs (``check_flags``).
 
     Raises:
-        ValueError: a flag has an unknown value, asks for hardware that is not there, or does
-            not fit with another flag. The message names the flag and what would be valid.
+        ValueError: a flag has an unknown value, asks for hardware that is not there, does
+            not fit with another flag, or names a one-process strategy in a job launched with
+            several processes. The message names the flag and what would be valid.
     """
     accelerator = _check_choice("accelerator", accelerator, ACCELERATORS)
     strategy_cls = _strategy_class(strategy)
@@ -168,6 +169,16 @@ def resolve_flags(
         raise ValueError(
             f"strategy={name!r} runs on one device, but devices={devices!r} selects {len(indices)}; "
             f"use one of {several}, or devices=1"
+        )
+
+    if not strategy_cls.distributed and hardware.world_size > 1:
+        # Each launched process would train its own copy of the model, and all of them would
+        # write the same run directory and checkpoints over each other.
+        several = _choices([n for n, cls in STRATEGY_CLASSES.items() if cls.distributed])
+        raise ValueError(
+            f"strategy={name!r} runs one process, but this job was launched with WORLD_SIZE={hardware.world_size} "
+            f"processes, which would train {hardware.world_size} independent copies writing over each other's "
+            f"files; use strategy='auto' or one of {several}, or launch a single process"
         )
 
     if precision.startswith("bf16") and accelerator == "cuda" and not hardware.cuda_bf16:

@@ -68,19 +68,28 @@ def _rank_seed(seed: int, rank: int) -> int:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Return the state of every random number generator, as plain data for a checkpoint."""
+    """Return the state of every random number generator, as plain data for a checkpoint.
+
+    On CUDA, only the current device's generator is recorded (``Fabric`` makes a process's own
+    device the current one): a job may resume where fewer devices are visible.
+    """
     state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
     numpy = _numpy()
     if numpy is not None:
         kind, keys, pos, has_gauss, cached = numpy.random.get_state()
         state["numpy"] = (kind, keys.tolist(), pos, has_gauss, cached)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's
     return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Put back what ``capture_rng_state`` returned; generators it did not record are left alone."""
+    """Put back what ``capture_rng_state`` returned; generators it did not record are left alone.
+
+    The CUDA state goes to the current device. A state captured by trainwright 0.5 or earlier
+    holds one CUDA state per device visible then, and each device still visible gets its own;
+    the states of devices that are gone are dropped.
+    """
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -90,8 +99,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     if numpy is not None and "numpy" in state:
         kind, keys, pos, has_gauss, cached = state["numpy"]
         numpy.random.set_state((kind, numpy.asarray(keys, dtype=numpy.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, torch.Tensor):
+            torch.cuda.set_rng_state(cuda)
+        else:  # one per device, as 0.5 saved: a resume with fewer devices visible keeps the first ones
+            for index, device_state in enumerate(cuda[: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(device_state, index)
 
 
 def select_rng_state(saved: Mapping[str, Any] | Sequence[Mapping[str, Any]], rank: int) -> dict[str, Any] | None:

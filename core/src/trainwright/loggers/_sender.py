@@ -2,89 +2,157 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
 
+_CLOSING_RETRY = 0.5  # seconds between two tries while close() waits for the rest to go out
+# While the service is known to be down, close() makes one more try: waiting out its whole
+# timeout for a service that is not there would only eat into a preempted job's grace period.
+_CLOSING_IN_OUTAGE = 1.0
+
 
 class BackgroundSender:
-    """Holds items until a daemon thread sends them, every ``interval`` seconds, or ``flush`` does.
+    """Holds items until a daemon thread sends them, every ``interval`` seconds or when ``flush`` asks.
 
-    ``put`` only appends to a list under a lock: no I/O, no waiting on the service. One send runs
-    at a time, in the order the items were put, whether the thread or ``flush`` runs it. A send
-    that fails keeps its items for the next try; the thread warns once, and ``flush`` raises.
+    No method waits on the service in the caller's thread: ``put``, ``flush`` and ``drop`` only
+    touch a list under a lock, and ``close`` waits at most its timeout. Only the thread sends,
+    one send at a time, in the order the items were put. ``send`` is called with a non-empty
+    list and removes from its front what it has sent; when it raises, the rest is kept and
+    retried on the next tick, for as long as the service is down. An outage is reported once,
+    with a ``RuntimeWarning`` when the first send fails, and its end once, when a send succeeds
+    again.
 
     Args:
-        send: called with a non-empty list of items; sends all of them or raises.
+        send: called with a list of items; removes the sent ones from the list, or raises.
         interval: seconds between the thread's sends.
         name: the thread's name, for debuggers and warnings.
+        send_at_start: whether the thread's first send goes at once (to open a tracker's run
+            early) rather than after ``interval``.
     """
 
-    def __init__(self, send: Callable[[list[Any]], None], interval: float, name: str) -> None:
+    def __init__(
+        self, send: Callable[[list[Any]], None], interval: float, name: str, send_at_start: bool = False
+    ) -> None:
         self._send = send
+        self._send_at_start = send_at_start
         self._interval = interval
         self._name = name
         self._items: list[Any] = []
-        self._items_lock = threading.Lock()  # guards _items; held for an append or a swap only
+        self._in_flight: list[Any] | None = None  # what a send is working on, for close()'s count
+        self._keeps: list[Callable[[Any], bool]] = []  # drop()s made during a send, for its leftovers
+        self._lock = threading.Lock()  # guards the three above; held for list operations only
         self._send_lock = threading.Lock()  # one send at a time, so items arrive in order
-        self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._warned = False
+        self._stop: threading.Event | None = None
+        self._close_by = 0.0
+        self._down_since: float | None = None  # when the current outage began (time.monotonic())
 
     @property
     def lock(self) -> threading.Lock:
         """Held during every send: hold it to call the service between two sends, never during one."""
         return self._send_lock
 
+    @property
+    def pending(self) -> int:
+        """The number of items not sent yet."""
+        with self._lock:
+            return len(self._items) + len(self._in_flight or ())
+
     def put(self, item: Any) -> None:
         """Buffer ``item``; the first call starts the thread."""
-        with self._items_lock:
+        with self._lock:
             self._items.append(item)
         if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(self._stop,), name=self._name, daemon=True)
             self._thread.start()
 
     def drop(self, keep: Callable[[Any], bool]) -> None:
-        """Forget the buffered items for which ``keep`` is false."""
-        with self._send_lock, self._items_lock:
+        """Forget the items not sent yet for which ``keep`` is false."""
+        with self._lock:
             self._items = [item for item in self._items if keep(item)]
+            if self._in_flight is not None:
+                self._keeps.append(keep)  # applied to what that send leaves, if it fails
 
     def flush(self) -> None:
-        """Send everything buffered now, from the calling thread.
+        """Ask the thread to send everything now; returns at once, without waiting for the service."""
+        self._wake.set()
 
-        Raises:
-            Exception: whatever ``send`` raised; the items stay buffered.
+    def close(self, timeout: float) -> int:
+        """Let the thread send the rest, retrying until it is sent or ``timeout`` seconds have passed, then stop it.
+
+        While the service is down (the last send failed), the wait is one more try: a second
+        at most.
+
+        Returns:
+            The number of items left unsent: 0 when everything went out. A thread still
+            waiting on the service when the time is up is left to finish that send on its own.
         """
-        self._send_pending()
+        thread, stop = self._thread, self._stop
+        if thread is None or stop is None:
+            return self.pending
+        if self._down_since is not None:
+            timeout = min(timeout, _CLOSING_IN_OUTAGE)
+        self._close_by = time.monotonic() + timeout
+        stop.set()
+        self._wake.set()
+        thread.join(timeout)
+        self._thread = self._stop = None
+        return self.pending
 
-    def close(self) -> None:
-        """Stop the thread, then send what is left (raising as ``flush`` does)."""
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-        self._send_pending()
+    def _run(self, stop: threading.Event) -> None:
+        first = self._send_at_start
+        while True:
+            if not first:
+                self._wake.wait(_CLOSING_RETRY if stop.is_set() else self._interval)
+            first = False
+            self._wake.clear()
+            with contextlib.suppress(Exception):  # a warning turned into an error must not end the thread
+                self._send_pending()
+            if stop.is_set() and (not self.pending or time.monotonic() >= self._close_by):
+                return
 
     def _send_pending(self) -> None:
         with self._send_lock:
-            with self._items_lock:
+            with self._lock:
                 items, self._items = self._items, []
-            if not items:
-                return
+                self._in_flight = items
+                if not items:
+                    self._in_flight = None
+                    return
             try:
                 self._send(items)
-            except BaseException:
-                with self._items_lock:
-                    self._items[:0] = items  # keep them, ahead of what arrived meanwhile
-                raise
+            except Exception as error:
+                with self._lock:
+                    for keep in self._keeps:
+                        items = [item for item in items if keep(item)]
+                    self._items[:0] = items  # kept, ahead of what arrived meanwhile
+                    self._in_flight, self._keeps = None, []
+                self._report_outage(error)
+                return
+            with self._lock:
+                self._items[:0] = items  # what send left (nothing, when it sent everything)
+                self._in_flight, self._keeps = None, []
+            self._report_recovery()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._send_pending()
-            except Exception as error:  # the service may come back; flush() reports it if not
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(f"{self._name}: sending failed, will retry: {error!r}", RuntimeWarning, stacklevel=1)
+    def _report_outage(self, error: Exception) -> None:
+        if self._down_since is not None:
+            return
+        self._down_since = time.monotonic()
+        warnings.warn(
+            f"{self._name}: sending failed ({error!r}); keeping {self.pending} items and retrying every "
+            f"{self._interval:g} s in the background. Training and checkpoints do not wait for it.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+
+    def _report_recovery(self) -> None:
+        if self._down_since is None:
+            return
+        seconds, self._down_since = time.monotonic() - self._down_since, None
+        warnings.warn(f"{self._name}: sending works again after {seconds:.0f} s", RuntimeWarning, stacklevel=1)

@@ -48,8 +48,10 @@ class Logger:
         logs those steps again. Loggers that cannot forget ignore this."""
 
     def flush(self) -> None:
-        """Send or write everything logged so far. ``Fabric.save`` calls this before it writes a
-        checkpoint, so that a checkpoint never counts steps whose metrics exist only in memory."""
+        """Write everything logged so far, or hand it to a background sender. ``Fabric.save``
+        calls this before it writes a checkpoint, so that a checkpoint never counts steps whose
+        metrics exist only in memory. Never wait on a remote service here: a tracker that is
+        down must not hold up (or fail) a checkpoint."""
 
     def finalize(self, status: str = "success") -> None:
         """Flush and close. ``status`` is how the run ended: ``"success"``, ``"failed"`` or

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import posixpath
 import re
+import secrets
 import time
 import warnings
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ _NAME = re.compile(r"^[/\w.\- :]{1,250}$")  # what MLflow accepts as a metric or
 _MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value
 _METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch call
 _PARAMS_PER_BATCH = 100
+_RUN_KEY_TAG = "trainwright_run_key"
 
 
 class MLflowLogger(Logger):
@@ -32,17 +34,23 @@ class MLflowLogger(Logger):
     else ``"trainwright"``; it is created when missing.
 
     The run starts on the first thing logged, never in ``__init__``: on the other ranks of a
-    distributed job, where ``Fabric`` logs nothing, no run is ever started. Metrics wait in
-    memory and a background thread sends them every ``flush_interval`` seconds in
-    ``log_batch`` calls, so ``log_metrics`` never waits on the store. ``flush()`` (which
-    ``Fabric.save`` calls before every checkpoint) and ``finalize`` send the rest.
-    ``finalize`` marks the run ``FINISHED``, ``FAILED`` or, for ``"interrupted"``, ``KILLED``.
+    distributed job, where ``Fabric`` logs nothing, no run is ever started. Nothing here waits
+    on the tracking store: starting the run, params, metrics and artifacts wait in memory, in
+    order, and a background thread sends them every ``flush_interval`` seconds (metrics in
+    ``log_batch`` calls). ``flush()``, which ``Fabric.save`` calls before every checkpoint,
+    only asks the thread to send now. While the store is unreachable everything is kept and
+    retried; one warning says so when the outage begins, and one when it ends.
+    ``finalize`` sends the rest and marks the run ``FINISHED``, ``FAILED`` or, for
+    ``"interrupted"``, ``KILLED``, waiting at most ``close_timeout`` seconds (one second while
+    the store is down); what it could not send by then is counted in a warning and dropped.
 
-    A resumed run continues the same MLflow run: ``state_dict()`` holds its id once it has
-    started, and ``load_state_dict`` (before anything is logged) reopens it. MLflow cannot
-    delete metric points, so the steps that a resumed run logs again after ``rewind`` appear
-    twice in the run's history (with different timestamps); MLflow keeps a run's params
-    fixed, so a param whose value changed on resume is reported in a warning, not recorded.
+    A resumed run continues the same MLflow run: ``state_dict()`` holds a key chosen here, with
+    which the run is tagged (``trainwright_run_key``), and the run's id once the store has
+    created it; ``load_state_dict`` (before anything is logged) makes the run reopen it, by its
+    id or else by its key. MLflow cannot delete metric points, so the steps that a resumed run
+    logs again after ``rewind`` appear twice in the run's history (with different timestamps);
+    MLflow keeps a run's params fixed, so a param whose value changed on resume is reported in
+    a warning, not recorded.
 
     Args:
         save_dir: the folder for the local store; needed only without a tracking URI.
@@ -51,11 +59,13 @@ class MLflowLogger(Logger):
         tags: tags to set on a new run.
         tracking_uri: where to log, e.g. ``"http://mlflow.internal:5000"``.
         flush_interval: seconds between two sends of the metrics.
+        close_timeout: the most seconds ``finalize`` waits for the store; one second at most
+            while the store is known to be down.
 
     Raises:
         ImportError: the ``mlflow`` package is not installed (checked without importing it).
-        ValueError: there is neither a tracking URI nor ``save_dir``, or ``flush_interval`` is
-            not positive.
+        ValueError: there is neither a tracking URI nor ``save_dir``, or ``flush_interval`` or
+            ``close_timeout`` is not positive.
     """
 
     def __init__(
@@ -66,11 +76,13 @@ class MLflowLogger(Logger):
         tags: Mapping[str, str] | None = None,
         tracking_uri: str | None = None,
         flush_interval: float = 5.0,
+        close_timeout: float = 30.0,
     ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise ImportError("MLflowLogger needs the mlflow package: pip install 'trainwright[mlflow]'")
-        if not flush_interval > 0:
-            raise ValueError(f"MLflowLogger: flush_interval={flush_interval!r} must be a number of seconds > 0")
+        for name, value in (("flush_interval", flush_interval), ("close_timeout", close_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"MLflowLogger: {name}={value!r} must be a number of seconds > 0")
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
         self.save_dir = Path(save_dir) if save_dir is not None else None
         if tracking_uri is None:
@@ -88,15 +100,20 @@ class MLflowLogger(Logger):
         self.run_name = run_name
         self.tags = dict(tags or {})
         self._run_id: str | None = None
+        self._run_key = secrets.token_hex(16)  # ours, unlike the id, so a checkpoint always names the run
+        self._find_by_key = False  # whether a loaded key may name a run that the store already has
+        self.close_timeout = close_timeout
         self._client: Any = None
-        self._active = False  # whether this process started (or reopened) the run and has not ended it
+        self._active = False  # whether the sending thread started (or reopened) the run and has not ended it
+        self._open = False  # whether this process logged something since the last finalize
         self._last_step = -1
         self._checked: set[str] = set()
-        self._sender = BackgroundSender(self._send_metrics, flush_interval, name="MLflowLogger")
+        # The first send goes at once: it starts the run, whose id the next checkpoint records.
+        self._sender = BackgroundSender(self._send, flush_interval, name="MLflowLogger", send_at_start=True)
 
     @property
     def run_id(self) -> str | None:
-        """The MLflow run's id, once the run has started (or was loaded by ``load_state_dict``)."""
+        """The MLflow run's id, once the run has started on the store (or was loaded by ``load_state_dict``)."""
         return self._run_id
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -104,10 +121,8 @@ class MLflowLogger(Logger):
             if name not in self._checked:
                 _check_name(name, "metric")
                 self._checked.add(name)
-        if not self._active:
-            self._start()
         step = self._last_step + 1 if step is None else step
-        self._sender.put((step, int(time.time() * 1000), dict(metrics)))
+        self._put(("metrics", step, int(time.time() * 1000), dict(metrics)))
         self._last_step = step
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
@@ -119,56 +134,33 @@ class MLflowLogger(Logger):
         Raises:
             ValueError: a name has characters that MLflow does not accept.
         """
-        from mlflow.entities import Param
-
         params = flatten_params(params)
         for name in params:
             _check_name(name, "param")
-        if not self._active:
-            self._start()
-        with self._sender.lock:
-            known = self._client.get_run(self._run_id).data.params
-        new, changed = [], []
-        for name, value in params.items():
-            text = str(value)
-            if len(text) > _MAX_PARAM_LENGTH:
-                text = text[: _MAX_PARAM_LENGTH - 3] + "..."
-            if name not in known:
-                new.append(Param(name, text))
-            elif known[name] != text:
-                changed.append(f"{name} ({known[name]} -> {text})")
-        with self._sender.lock:
-            for i in range(0, len(new), _PARAMS_PER_BATCH):
-                self._client.log_batch(self._run_id, params=new[i : i + _PARAMS_PER_BATCH], synchronous=True)
-        if changed:
-            warnings.warn(
-                f"MLflowLogger: run {self._run_id} keeps its params; not recorded: {', '.join(changed)}",
-                UserWarning,
-                stacklevel=2,
-            )
+        self._put(("params", params))
 
     def log_artifact(self, path: str | os.PathLike) -> None:
-        """Copy a file, or a folder with what it holds, to the run's artifacts (a folder keeps its name)."""
-        if not self._active:
-            self._start()
-        path = Path(path)
-        with self._sender.lock:
-            if path.is_dir():
-                self._client.log_artifacts(self._run_id, str(path), artifact_path=path.name)
-            else:
-                self._client.log_artifact(self._run_id, str(path))
+        """Copy a file, or a folder with what it holds, to the run's artifacts (a folder keeps its name).
+
+        The background thread copies it, in order with the metrics: keep it in place until
+        ``finalize``.
+        """
+        self._put(("artifact", Path(path)))
 
     def rewind(self, step: int) -> None:
         """Drop the metrics after ``step`` that are not sent yet; those already sent stay."""
-        self._sender.drop(lambda item: item[0] <= step)
+        self._sender.drop(lambda item: item[0] != "metrics" or item[1] <= step)
         self._last_step = step
 
     def flush(self) -> None:
-        """Send every metric logged so far; raises what the store raised, keeping them for a retry."""
+        """Ask the background thread to send everything logged so far; never waits on the store."""
         self._sender.flush()
 
     def finalize(self, status: str = "success") -> None:
         """Send the rest and mark the run ``FINISHED``, ``FAILED`` or ``KILLED`` (for ``"interrupted"``).
+
+        Waits at most ``close_timeout`` seconds for the store; what is not sent by then is
+        counted in a ``RuntimeWarning``.
 
         Raises:
             ValueError: ``status`` is unknown.
@@ -176,36 +168,52 @@ class MLflowLogger(Logger):
         if status not in STATUSES:
             allowed = ", ".join(map(repr, STATUSES))
             raise ValueError(f"MLflowLogger.finalize(): status={status!r} is not one of {allowed}")
-        if not self._active:
+        if not self._open:
             return
-        try:
-            self._sender.close()
-        finally:
-            self._client.set_terminated(self._run_id, _RUN_STATUS[status])
-            self._active = False
+        self._open = False
+        self._sender.put(("end", _RUN_STATUS[status]))
+        left = self._sender.close(self.close_timeout)
+        if left:
+            warnings.warn(
+                f"MLflowLogger: {self.tracking_uri} did not take the rest of the run within {self.close_timeout:g} s; "
+                f"{left} items (metrics of a step, params, artifacts, the run's end) were not sent",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"run_id": ...}`` once the run has started, else ``{}``."""
-        return {"run_id": self._run_id} if self._run_id is not None else {}
+        """``{"run_key": ...}``, plus ``"run_id"`` once the run has started on the store.
+
+        The key is chosen here and tags the run, so a checkpoint identifies the run even when
+        it was taken before the store created the run (or while the store was down).
+        """
+        state = {"run_key": self._run_key}
+        if self._run_id is not None:
+            state["run_id"] = self._run_id
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the run whose id ``state`` holds, when the run starts.
+        """Continue the run that ``state`` identifies, when the run starts: by its id, else by its key.
 
         Raises:
             RuntimeError: this logger already started a run in this process.
-            TypeError: the run id is not a string.
+            TypeError: the run id or key is not a string.
         """
-        run_id = state.get("run_id")
-        if run_id is None:
+        run_id, run_key = state.get("run_id"), state.get("run_key")
+        for name, value in (("run_id", run_id), ("run_key", run_key)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"MLflowLogger.load_state_dict(): {name} must be a str, got {type(value).__qualname__}")
+        if run_id is None and run_key is None:
             return
-        if not isinstance(run_id, str):
-            raise TypeError(f"MLflowLogger.load_state_dict(): run_id must be a str, got {type(run_id).__qualname__}")
-        if self._active and run_id != self._run_id:
+        other = (run_id is not None and run_id != self._run_id) or (run_key is not None and run_key != self._run_key)
+        if (self._open or self._active) and other:
             raise RuntimeError(
-                f"MLflowLogger.load_state_dict(): run {self._run_id} has started already; "
+                f"MLflowLogger.load_state_dict(): run {self._run_id or self._run_key} has started already; "
                 "load the state before logging anything"
             )
         self._run_id = run_id
+        if run_key is not None:
+            self._run_key, self._find_by_key = run_key, run_id is None
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -229,10 +237,22 @@ class MLflowLogger(Logger):
                     stacklevel=3,
                 )
                 self._run_id = None
+        if self._run_id is None and self._find_by_key:  # checkpointed before the store had created the run
+            self._run_id = self._run_with_key()
+            if self._run_id is not None:
+                self._client.update_run(self._run_id, status="RUNNING")
         if self._run_id is None:
-            run = self._client.create_run(self._experiment_id(), run_name=self.run_name, tags=self.tags)
+            tags = {**self.tags, _RUN_KEY_TAG: self._run_key}
+            run = self._client.create_run(self._experiment_id(), run_name=self.run_name, tags=tags)
             self._run_id = run.info.run_id
+        self._find_by_key = False
         self._active = True
+
+    def _run_with_key(self) -> str | None:
+        runs = self._client.search_runs(
+            [self._experiment_id()], filter_string=f"tags.{_RUN_KEY_TAG} = '{self._run_key}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
 
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -248,17 +268,70 @@ class MLflowLogger(Logger):
                 raise error from None
             return experiment.experiment_id
 
-    def _send_metrics(self, items: list[tuple[int, int, dict[str, float]]]) -> None:
-        """The background thread's send: every buffered value, in ``log_batch`` calls of MLflow's size."""
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._open = True
+        self._sender.put(item)
+
+    def _send(self, items: list[tuple[Any, ...]]) -> None:
+        """The background thread's send: items in order, each removed from ``items`` once sent."""
+        if not self._active:
+            self._start()
+        while items:
+            kind = items[0][0]
+            if kind == "metrics":
+                count = next((i for i, item in enumerate(items) if item[0] != "metrics"), len(items))
+                self._send_metrics(items[:count])
+                del items[:count]
+                continue
+            if kind == "params":
+                self._send_params(items[0][1])
+            elif kind == "artifact":
+                path = items[0][1]
+                if path.is_dir():
+                    self._client.log_artifacts(self._run_id, str(path), artifact_path=path.name)
+                else:
+                    self._client.log_artifact(self._run_id, str(path))
+            elif kind == "end":
+                self._client.set_terminated(self._run_id, items[0][1])
+                self._active = False
+            del items[0]
+            if kind == "end" and items:  # logged again after finalize: reopen the run
+                self._start()
+
+    def _send_metrics(self, items: list[tuple[str, int, int, dict[str, float]]]) -> None:
+        """Every value of ``items``, in ``log_batch`` calls of MLflow's size."""
         from mlflow.entities import Metric
 
         metrics = [
             Metric(name, float(value), timestamp, step)
-            for step, timestamp, values in items
+            for _, step, timestamp, values in items
             for name, value in values.items()
         ]
         for i in range(0, len(metrics), _METRICS_PER_BATCH):
             self._client.log_batch(self._run_id, metrics=metrics[i : i + _METRICS_PER_BATCH], synchronous=True)
+
+    def _send_params(self, params: dict[str, Any]) -> None:
+        """The new params of ``params``; a changed value is reported in a warning, as MLflow keeps params fixed."""
+        from mlflow.entities import Param
+
+        known = self._client.get_run(self._run_id).data.params
+        new, changed = [], []
+        for name, value in params.items():
+            text = str(value)
+            if len(text) > _MAX_PARAM_LENGTH:
+                text = text[: _MAX_PARAM_LENGTH - 3] + "..."
+            if name not in known:
+                new.append(Param(name, text))
+            elif known[name] != text:
+                changed.append(f"{name} ({known[name]} -> {text})")
+        for i in range(0, len(new), _PARAMS_PER_BATCH):
+            self._client.log_batch(self._run_id, params=new[i : i + _PARAMS_PER_BATCH], synchronous=True)
+        if changed:
+            warnings.warn(
+                f"MLflowLogger: run {self._run_id} keeps its params; not recorded: {', '.join(changed)}",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 def _check_name(name: str, what: str) -> None:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import secrets
 import string
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,14 @@ class WandbLogger(Logger):
 
     The run starts on the first thing logged, never in ``__init__``: on the other ranks of a
     distributed job, where ``Fabric`` logs nothing, no run is ever started (calling ``wandb``
-    directly on every rank starts one run per process). Metrics wait in memory and a background
-    thread hands them to ``wandb`` every ``flush_interval`` seconds, so ``log_metrics`` never
-    waits on it. ``finalize`` finishes the run with exit code 0 for ``"success"`` and non-zero
-    otherwise, which W&B shows as finished or failed.
+    directly on every rank starts one run per process). Nothing here waits on W&B: starting the
+    run (``wandb.init``, which waits for W&B's servers when online), the config, metrics and
+    files wait in memory, in order, and a background thread hands them to ``wandb`` every
+    ``flush_interval`` seconds; ``flush()`` (before every checkpoint) only asks it to do so now.
+    When W&B cannot be reached everything is kept and retried, with one warning when that
+    begins and one when it ends. ``finalize`` finishes the run with exit code 0 for
+    ``"success"`` and non-zero otherwise, which W&B shows as finished or failed, waiting at
+    most ``close_timeout`` seconds (one while W&B is known unreachable).
 
     A resumed run continues the same W&B run: the id is chosen here, ``state_dict()`` holds it,
     and ``load_state_dict`` (before anything is logged) makes the run reopen it. W&B cannot
@@ -44,11 +49,12 @@ class WandbLogger(Logger):
         name: the run's display name.
         tags: tags for the run.
         flush_interval: seconds between two hand-overs of the metrics to ``wandb``.
+        close_timeout: the most seconds ``finalize`` waits for the run to be handed over and finished.
         **init_kwargs: passed to ``wandb.init`` (``entity``, ``group``, ``mode``, ``settings``...).
 
     Raises:
         ImportError: the ``wandb`` package is not installed (checked without importing it).
-        ValueError: ``flush_interval`` is not positive.
+        ValueError: ``flush_interval`` or ``close_timeout`` is not positive.
     """
 
     def __init__(
@@ -58,12 +64,15 @@ class WandbLogger(Logger):
         name: str | None = None,
         tags: list[str] | tuple[str, ...] | None = None,
         flush_interval: float = 5.0,
+        close_timeout: float = 30.0,
         **init_kwargs: Any,
     ) -> None:
         if importlib.util.find_spec("wandb") is None:
             raise ImportError("WandbLogger needs the wandb package: pip install 'trainwright[wandb]'")
-        if not flush_interval > 0:
-            raise ValueError(f"WandbLogger: flush_interval={flush_interval!r} must be a number of seconds > 0")
+        for what, value in (("flush_interval", flush_interval), ("close_timeout", close_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"WandbLogger: {what}={value!r} must be a number of seconds > 0")
+        self.close_timeout = close_timeout
         self.save_dir = Path(save_dir)
         self.project = project
         self.name = name
@@ -73,8 +82,9 @@ class WandbLogger(Logger):
         # it even before the run starts; nothing is sent until the run does.
         self._run_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
         self._run: Any = None
+        self._open = False  # whether this process logged something since the last finalize
         self._last_step = -1
-        self._sender = BackgroundSender(self._send_metrics, flush_interval, name="WandbLogger")
+        self._sender = BackgroundSender(self._send, flush_interval, name="WandbLogger")
 
     @property
     def run_id(self) -> str:
@@ -83,41 +93,42 @@ class WandbLogger(Logger):
 
     @property
     def run(self) -> Any:
-        """The ``wandb`` run, started on first use; for logging what this interface does not cover."""
-        if self._run is None:
-            self._start()
-        return self._run
+        """The ``wandb`` run, for logging what this interface does not cover.
+
+        Unlike the other methods, this starts the run now if it has not started, and waits
+        for it (and for a hand-over in progress).
+        """
+        with self._sender.lock:
+            if self._run is None:
+                self._start()
+            self._open = True
+            return self._run
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if self._run is None:
-            self._start()
         step = self._last_step + 1 if step is None else step
-        self._sender.put((step, dict(metrics)))
+        self._put(("metrics", step, dict(metrics)))
         self._last_step = step
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Record ``params`` (flattened to dotted names) in the run's config; on resume, new
         values replace old ones."""
-        run = self.run
-        with self._sender.lock:
-            run.config.update(flatten_params(params), allow_val_change=True)
+        self._put(("config", flatten_params(params)))
 
     def log_artifact(self, path: str | os.PathLike) -> None:
-        """Save a file, or every file in a folder (which keeps its name), with the run's files."""
-        path = Path(path).resolve()
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        run = self.run
-        with self._sender.lock:
-            for file in files:
-                run.save(glob.escape(str(file)), base_path=str(path.parent), policy="now")
+        """Save a file, or every file in a folder (which keeps its name), with the run's files.
+
+        The background thread hands them over, in order with the metrics: keep them in place
+        until ``finalize``.
+        """
+        self._put(("files", Path(path).resolve()))
 
     def rewind(self, step: int) -> None:
         """Drop the metrics after ``step`` that are not handed over yet; those already sent stay."""
-        self._sender.drop(lambda item: item[0] <= step)
+        self._sender.drop(lambda item: item[0] != "metrics" or item[1] <= step)
         self._last_step = step
 
     def flush(self) -> None:
-        """Hand every metric logged so far to ``wandb``."""
+        """Ask the background thread to hand every metric logged so far to ``wandb``; returns at once."""
         self._sender.flush()
 
     def finalize(self, status: str = "success") -> None:
@@ -131,13 +142,18 @@ class WandbLogger(Logger):
         if status not in STATUSES:
             allowed = ", ".join(map(repr, STATUSES))
             raise ValueError(f"WandbLogger.finalize(): status={status!r} is not one of {allowed}")
-        if self._run is None:
+        if not self._open:
             return
-        try:
-            self._sender.close()
-        finally:
-            run, self._run = self._run, None
-            run.finish(exit_code=_EXIT_CODE[status])
+        self._open = False
+        self._sender.put(("end", _EXIT_CODE[status]))
+        left = self._sender.close(self.close_timeout)
+        if left:
+            warnings.warn(
+                f"WandbLogger: W&B did not take the rest of the run within {self.close_timeout:g} s; {left} items "
+                "(metrics of a step, the config, files, the run's end) were not handed over",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """``{"run_id": ...}``: the id the run has, or will have when it starts."""
@@ -155,7 +171,7 @@ class WandbLogger(Logger):
             return
         if not isinstance(run_id, str):
             raise TypeError(f"WandbLogger.load_state_dict(): run_id must be a str, got {type(run_id).__qualname__}")
-        if self._run is not None and run_id != self._run_id:
+        if (self._open or self._run is not None) and run_id != self._run_id:
             raise RuntimeError(
                 f"WandbLogger.load_state_dict(): run {self._run_id} has started already; "
                 "load the state before logging anything"
@@ -185,13 +201,36 @@ class WandbLogger(Logger):
         run.define_metric("*", step_metric="step")
         self._run = run
 
-    def _send_metrics(self, items: list[tuple[int, dict[str, float]]]) -> None:
-        """The background thread's send: one ``run.log`` per step, values of one step merged."""
-        rows: list[dict[str, float]] = []
-        for step, values in items:
-            if rows and rows[-1]["step"] == step:
-                rows[-1].update(values)
-            else:
-                rows.append({**values, "step": step})
-        for row in rows:
-            self._run.log(row)
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._open = True
+        self._sender.put(item)
+
+    def _send(self, items: list[tuple[Any, ...]]) -> None:
+        """The background thread's send: items in order, each removed from ``items`` once handed over.
+
+        The values of one step that arrive together go in one ``run.log``.
+        """
+        while items:
+            if self._run is None:
+                self._start()
+            kind = items[0][0]
+            if kind == "metrics":
+                step = items[0][1]
+                count = next((i for i, item in enumerate(items) if item[:2] != ("metrics", step)), len(items))
+                row: dict[str, float] = {}
+                for _, _, values in items[:count]:
+                    row.update(values)
+                self._run.log({**row, "step": step})
+                del items[:count]
+                continue
+            if kind == "config":
+                self._run.config.update(items[0][1], allow_val_change=True)
+            elif kind == "files":
+                path = items[0][1]
+                files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+                for file in files:
+                    self._run.save(glob.escape(str(file)), base_path=str(path.parent), policy="now")
+            elif kind == "end":
+                run, self._run = self._run, None
+                run.finish(exit_code=items[0][1])
+            del items[0]
