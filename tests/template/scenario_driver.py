@@ -8,7 +8,7 @@ schedule and fault put in place around its unchanged trainer.
         shards itself by process and loader worker, as a user's stream would);
     schedule: "cosine" (the project's) or "onecycle" (SGD whose momentum OneCycleLR drives);
     fault: {"kind": "SIGTERM" | "SIGUSR1" | "SIGKILL", "at": [epoch, batches]} sends the signal
-        to the whole process group (as SLURM and torchrun do: every rank and loader worker)
+        to every process of the run (as SLURM does: torchrun, every rank and loader worker)
         after that many batches of that epoch, or in that epoch's validation with
         "at": [epoch, "val"]; {"kind": "nan", "at": [epoch, batch_idx], "rank": r} turns that
         batch's loss into NaN on rank r.
@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import torch
@@ -91,9 +92,41 @@ def poisoned(task, model, batch):
     return outputs
 
 
+# Signals a process and all its descendants, as SLURM signals every process of a job step.
+SENDER = """
+import os, sys
+root, number, me = int(sys.argv[1]), int(sys.argv[2]), os.getpid()
+parents = {}
+for entry in os.listdir("/proc"):
+    try:
+        with open(f"/proc/{entry}/stat") as file:
+            parents[int(entry)] = int(file.read().rsplit(")", 1)[1].split()[1])
+    except (ValueError, OSError):
+        pass
+tree, frontier = {root}, [root]
+while frontier:
+    parent = frontier.pop()
+    children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree and pid != me]
+    tree.update(children)
+    frontier += children
+for pid in tree:
+    try:
+        os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+"""
+
+
 def send(kind: str) -> None:
-    """The signal to every process of this run (each run is started in a session of its own)."""
-    os.killpg(os.getpgid(0), getattr(signal, kind))
+    """The signal to every process of this run: torchrun, every rank and every loader worker.
+
+    Sent by another process, as a scheduler sends it: a loader worker tells its own trainer's
+    signals (which stop it) from everyone else's (which it leaves to the trainer). The signal is
+    pending here once the sender has exited, so it lands right at this point of the run.
+    """
+    root = os.getppid() if "LOCAL_WORLD_SIZE" in os.environ else os.getpid()  # torchrun, or this run
+    number = int(getattr(signal, kind))
+    subprocess.run([sys.executable, "-c", SENDER, str(root), str(number)], check=False, timeout=60)
 
 
 class Fault:

@@ -300,8 +300,9 @@ def check(project: Path, scenario: Scenario, root: Path) -> None:
     result = launch(project, scenario, run_dir)
     if scenario.fault in ("SIGTERM", "SIGKILL"):
         if scenario.fault == "SIGTERM":
-            stopped = [line for line in result.stderr.splitlines() if "fit: stopped by SIGTERM" in line]
-            assert len(stopped) == 1, f"{scenario}: rank 0 says once that it stopped:\n{result.stderr[-4000:]}"
+            stopped = [line for line in result.stderr.splitlines() if "fit: stopped by " in line]
+            assert len(stopped) == scenario.processes, f"{scenario}: each rank says so:\n{result.stderr[-4000:]}"
+            assert all("stopped by SIGTERM after optimizer step" in line for line in stopped), stopped
             if scenario.strategy == "single":
                 assert result.returncode == 75, f"{scenario}:\n{result.stderr[-4000:]}"
             position = checkpoint(run_dir)["trainer"]
