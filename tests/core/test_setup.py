@@ -1,6 +1,8 @@
 """What setup, setup_dataloaders and the other loop helpers return and check."""
 
 import dataclasses
+import os
+import warnings
 
 import pytest
 import torch
@@ -332,3 +334,59 @@ def test_set_epoch_reaches_an_iterable_data_set(fabric):
     assert not torch.equal(next(iter(loader)), first)
     loader.set_epoch(3)
     assert torch.equal(next(iter(loader)), first)
+
+
+class EpochCrops(torch.utils.data.Dataset):
+    """A map-style set whose augmentation is drawn from (epoch, index): the docs' per-sample seeding recipe."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.epoch * 1_000_003 + index)
+        return torch.rand(2, generator=generator)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_set_epoch_reaches_a_map_style_data_set(fabric, workers):
+    """loader.set_epoch(e) reaches a map-style set's set_epoch, in its workers too: a resumed epoch redraws alike."""
+    loader = fabric.setup_dataloaders(torch.utils.data.DataLoader(EpochCrops(), batch_size=4, num_workers=workers))
+    loader.set_epoch(3)
+    assert loader.dataset.epoch == 3
+    first = torch.cat(list(loader))
+    loader.set_epoch(4)
+    assert not torch.equal(torch.cat(list(loader)), first)
+    loader.set_epoch(3)
+    assert torch.equal(torch.cat(list(loader)), first)
+    loader.set_epoch(3)
+    loader.skip_batches(1)  # a mid-epoch resume: the second batch, drawn as in the whole epoch
+    assert torch.equal(torch.cat(list(loader)), first[4:])
+
+
+@pytest.fixture
+def threads():
+    """torch's thread count, put back after the test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 cores")
+def test_compute_threads_and_loader_workers_that_overbook_the_cores_are_warned_of(fabric, threads):
+    """All cores computing plus a loader worker: a warning saying how many threads to use; 1 thread: none."""
+    cores = len(os.sched_getaffinity(0))
+    loader = torch.utils.data.DataLoader(EpochCrops(), batch_size=4, num_workers=1)
+    torch.set_num_threads(cores)
+    with pytest.warns(UserWarning, match=rf"torch.set_num_threads\({cores - 1}\)"):
+        fabric.setup_dataloaders(loader)
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fabric.setup_dataloaders(loader)
+        fabric.setup_dataloaders(torch.utils.data.DataLoader(EpochCrops(), batch_size=4))  # no workers

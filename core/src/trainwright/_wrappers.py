@@ -167,15 +167,15 @@ class FabricDataLoader:
     def set_epoch(self, epoch: int) -> None:
         """Tell the sampler which epoch starts, so that a shuffle differs from epoch to epoch.
 
-        Passed on to the sampler, to the batch sampler's sampler, and to an iterable-style data
-        set (which shuffles itself), where they have ``set_epoch`` (as ``DistributedSampler`` and
-        streaming data sets do); otherwise nothing happens, so the same loop runs on one process
-        and on many.
+        Passed on to the sampler, to the batch sampler's sampler, and to the data set, where they
+        have ``set_epoch`` (as ``DistributedSampler`` and streaming data sets do, and a map-style
+        data set may, to seed its augmentations by epoch and sample index); otherwise nothing
+        happens, so the same loop runs on one process and on many. Loader workers copy the data
+        set when an epoch's iteration starts, so they see the epoch set before it, except
+        persistent workers, which keep the copy of their first epoch.
         """
         loader = self._dataloader
-        samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None)]
-        if isinstance(loader.dataset, torch.utils.data.IterableDataset):
-            samplers.append(loader.dataset)
+        samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None), loader.dataset]
         for sampler in dict.fromkeys(s for s in samplers if s is not None):  # each once, in order
             set_epoch = getattr(sampler, "set_epoch", None)
             if callable(set_epoch):

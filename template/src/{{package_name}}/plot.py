@@ -1,4 +1,5 @@
-"""Draws a run's metrics.csv: the losses, the learning rate and the iteration time, one panel each."""
+"""Draws a run's metrics.csv: the losses, the other validation metrics, the learning rate and the
+iteration time, one panel each."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import csv
 import math
 from pathlib import Path
 
-# Each panel shows the columns whose names start with one of its prefixes.
-PANELS = {"loss": ("train/loss", "val/loss"), "learning rate": ("lr-",), "iteration time (ms)": ("time/",)}
+# Each panel shows the columns whose names start with one of its prefixes, except those of an
+# earlier panel: the validation panel holds accuracy, F1, bits per character and the like.
+PANELS = {
+    "loss": ("train/loss", "val/loss"),
+    "validation metrics": ("val/",),
+    "learning rate": ("lr-",),
+    "iteration time (ms)": ("time/",),
+}
 
 
 def read_metrics(path: Path) -> dict[str, tuple[list[int], list[float]]]:
@@ -22,6 +29,21 @@ def read_metrics(path: Path) -> dict[str, tuple[list[int], list[float]]]:
                     steps.append(step)
                     values.append(float(text))
     return columns
+
+
+def panels(columns: dict[str, tuple[list[int], list[float]]]) -> dict[str, list[str]]:
+    """The columns each panel draws: those with a finite value, each in the first panel that takes it."""
+    drawn: set[str] = set()
+    result: dict[str, list[str]] = {}
+    for title, prefixes in PANELS.items():
+        names = [
+            name
+            for name, (_, values) in columns.items()
+            if name.startswith(prefixes) and name not in drawn and any(math.isfinite(v) for v in values)
+        ]
+        drawn.update(names)
+        result[title] = names
+    return result
 
 
 def plot(run_dir: Path, output: Path | None = None) -> Path:
@@ -47,10 +69,10 @@ def plot(run_dir: Path, output: Path | None = None) -> Path:
         ) from None
     columns = read_metrics(path)
     figure, axes = plt.subplots(len(PANELS), 1, figsize=(8, 3 * len(PANELS)), sharex=True)
-    for ax, (title, prefixes) in zip(axes, PANELS.items(), strict=True):
-        for name, (steps, values) in columns.items():
-            if name.startswith(prefixes) and any(math.isfinite(v) for v in values):
-                ax.plot(steps, values, label=name, marker="o" if len(steps) < 20 else None)
+    for ax, (title, names) in zip(axes, panels(columns).items(), strict=True):
+        for name in names:
+            steps, values = columns[name]
+            ax.plot(steps, values, label=name, marker="o" if len(steps) < 20 else None)
         ax.set_title(title)
         if ax.has_data():
             ax.legend(loc="best", fontsize="small")
