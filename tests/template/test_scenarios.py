@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from tests.template.helpers import render
+from tests.template.scenario_seed import SEED
 
 pytestmark = pytest.mark.slow
 
@@ -136,17 +137,15 @@ FIXED = [
 ]
 
 
-def drawn() -> tuple[int, list[Scenario]]:
-    seed = int(os.environ.get("TRAINWRIGHT_SCENARIO_SEED", random.SystemRandom().randrange(10**6)))
-    rng = random.Random(seed)
+def drawn() -> list[Scenario]:
+    rng = random.Random(SEED)
     cases = whole_matrix(rng)
     if os.environ.get("TRAINWRIGHT_SCENARIOS") == "all":
-        return seed, cases
-    return seed, rng.sample(cases, 2)
+        return cases
+    return rng.sample(cases, 2)
 
 
-SEED, DRAWN = drawn()
-print(f"scenario matrix: seed {SEED} (TRAINWRIGHT_SCENARIO_SEED={SEED} repeats this draw)", file=sys.stderr)
+DRAWN = drawn()
 
 
 # -- running a scenario ------------------------------------------------------------------------------
@@ -156,15 +155,6 @@ print(f"scenario matrix: seed {SEED} (TRAINWRIGHT_SCENARIO_SEED={SEED} repeats t
 def project(tmp_path_factory) -> Path:
     answers = {"project_name": "Scenario Trainer", "distributed": True, "loggers": ["csv", "tensorboard", "mlflow"]}
     return render(tmp_path_factory.mktemp("scenarios") / "project", core_source="index", **answers)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def announce_the_seed(request):
-    """Print the draw's seed where pytest shows it, at the end of the run."""
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"scenario matrix: seed {SEED}; drawn: {', '.join(map(str, DRAWN))}")
 
 
 def closed_port() -> int:
@@ -314,7 +304,11 @@ def check(project: Path, scenario: Scenario, root: Path) -> None:
                     assert not any(row.get("val/loss") for row in rows(run_dir)), f"{scenario}: validated first"
         else:
             assert result.returncode != 0, scenario
-        resumed = launch(project, scenario, run_dir, "--resume=last", fault=False)
+        # As the SLURM script does: resume from last.ckpt, or start again if the kill came before one.
+        again = ("--resume=last",) if (run_dir / "checkpoints" / "last.ckpt").exists() else ()
+        if scenario.fault == "SIGTERM":
+            assert again, f"{scenario}: a preempted run saves"
+        resumed = launch(project, scenario, run_dir, *again, fault=False)
         assert resumed.returncode == 0, f"{scenario}:\n{resumed.stderr[-4000:]}"
         assert_same_run(expected, run_dir, scenario)
     elif scenario.fault == "nan-stop":
@@ -383,7 +377,7 @@ def test_a_fixed_scenario_holds(project, scenario, tmp_path_factory):
     check(project, scenario, tmp_path_factory.getbasetemp() / "scenarios")
 
 
-@pytest.mark.parametrize("scenario", DRAWN, ids=str)
+@pytest.mark.parametrize("scenario", DRAWN, ids=lambda scenario: f"seed{SEED}-{scenario}")
 def test_a_drawn_scenario_holds(project, scenario, tmp_path_factory):
     """A seeded random draw from the whole matrix (its seed printed) ends as its reference says."""
     check(project, scenario, tmp_path_factory.getbasetemp() / "scenarios")
