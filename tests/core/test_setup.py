@@ -390,3 +390,10 @@ def test_compute_threads_and_loader_workers_that_overbook_the_cores_are_warned_o
         warnings.simplefilter("error")
         fabric.setup_dataloaders(loader)
         fabric.setup_dataloaders(torch.utils.data.DataLoader(EpochCrops(), batch_size=4))  # no workers
+
+
+def test_set_epoch_takes_a_data_set_that_is_a_plain_list(fabric):
+    """A list of samples as the data set (unhashable, without set_epoch): set_epoch passes over it."""
+    loader = fabric.setup_dataloaders(torch.utils.data.DataLoader([torch.ones(2)] * 4, batch_size=2))
+    loader.set_epoch(1)
+    assert len(list(loader)) == 2

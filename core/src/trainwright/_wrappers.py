@@ -176,7 +176,9 @@ class FabricDataLoader:
         """
         loader = self._dataloader
         samplers = [loader.sampler, getattr(loader.batch_sampler, "sampler", None), loader.dataset]
-        for sampler in dict.fromkeys(s for s in samplers if s is not None):  # each once, in order
+        # Each once, in order, by identity: a data set may be a list, which cannot be hashed.
+        unique = {id(s): s for s in samplers if s is not None}.values()
+        for sampler in unique:
             set_epoch = getattr(sampler, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
