@@ -57,7 +57,11 @@ def test_a_generated_project_installs_passes_its_tests_and_trains(venv, tmp_path
     run(*pip, "-e", f"{project}[test]", timeout=900)
 
     tests = subprocess.run(
-        [venv, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=900
+        [venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert tests.returncode == 0, tests.stdout[-5000:] + tests.stderr[-2000:]
 

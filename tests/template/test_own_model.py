@@ -120,7 +120,7 @@ def test_the_pages_task_trains_in_a_generated_project_and_passes_its_tests(tmp_p
     # The project's own tests, on the new task.
     deselect = [arg for test in ABOUT_THE_EXAMPLE for arg in ("--deselect", test)]
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *deselect],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", *deselect],
         cwd=project,
         env=env,
         capture_output=True,
