@@ -19,3 +19,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_report_header() -> str:
+    """The scenario matrix's seed, at the top of every run (tests/template/test_scenarios.py draws with it)."""
+    from tests.template.scenario_seed import SEED
+
+    return f"scenario matrix: seed {SEED} (TRAINWRIGHT_SCENARIO_SEED={SEED} repeats its draw)"
