@@ -77,6 +77,7 @@ def test_workers_survive_a_signal_to_the_process_group(tmp_path: Path, case: str
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as torchrun and SLURM give a job
+        env={**os.environ, "OMP_NUM_THREADS": "1"},  # one compute thread beside the workers, as torchrun sets
     )
     try:
         ready, _, _ = select.select([job.stdout], [], [], 60)
