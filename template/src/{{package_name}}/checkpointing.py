@@ -189,7 +189,7 @@ def _apply_settings(
     base_rates: list[float],
     saved: list[dict[str, Any]] | None,
 ) -> None:
-    """Give the optimizer the settings this run changed after loading, keeping the checkpoint's position in the schedule.
+    """Give the optimizer the settings this run changed, keeping the checkpoint's position in the schedule.
 
     A setting applies only where this run built it otherwise than the checkpoint's run did
     (``saved``): the others keep the checkpoint's values, which a scheduler may have moved
