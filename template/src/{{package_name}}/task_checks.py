@@ -28,13 +28,13 @@ def check_training_outputs(outputs: Any) -> None:
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise TypeError(
-            "training_step must return a one-element loss tensor, or a dict whose \"loss\" entry is one, "
+            'training_step must return a one-element loss tensor, or a dict whose "loss" entry is one, '
             f"not {type(loss).__name__}{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
         )
     for name, value in outputs.items() if isinstance(outputs, Mapping) else ():
         if isinstance(value, torch.Tensor) and value.numel() != 1:
             raise TypeError(
-                f"training_step returned {name!r} of shape {list(value.shape)}: every entry besides \"loss\" is "
+                f'training_step returned {name!r} of shape {list(value.shape)}: every entry besides "loss" is '
                 "logged, so it must be one number (a mean, say); return the loss and the values to log, not the "
                 "model's whole output"
             )
