@@ -12,7 +12,7 @@ cosine schedule:
   interval.
 - generated Trainer: the trainer as ``fit`` builds it, with the default callbacks (timing, LR
   monitor, profiler, checkpoint, progress bar) and the CSV logger, set up by ``Trainer._setup``
-  and run batch by batch as ``Trainer._train_epoch`` runs them (``_batches``, ``_train_batch``),
+  and run batch by batch as ``Trainer._train_epoch`` runs them (``TrainBatches.epoch``, ``_train_batch``),
   epoch after epoch. It logs the loss, the gradient norm, the iteration time and the learning
   rate every ``log_every_n_steps`` steps.
 
@@ -156,14 +156,14 @@ def raw_steps(package: str, config: Any) -> Callable[[int], None]:
     return steps
 
 
-def _trainer_batches(trainer: Any, loader: Any) -> Iterator[tuple[int, Any, bool]]:
+def _trainer_batches(trainer: Any, train_batches: Any) -> Iterator[tuple[int, Any, bool]]:
     """What ``Trainer._train_epoch`` hands ``_train_batch``, epoch after epoch, less what runs between epochs."""
     while True:
-        trainer.num_train_batches = trainer._batches_per_epoch(loader)
-        loader.set_epoch(trainer.epoch)
+        trainer.num_train_batches = train_batches.per_epoch
+        batches = train_batches.epoch(trainer.epoch)  # the epoch's shuffle, as _train_epoch sets it
         trainer.model.train()
         trainer._call("on_train_epoch_start", epoch=trainer.epoch)
-        yield from trainer._batches(loader, start=0)
+        yield from batches
         trainer.epoch, trainer.batch_idx = trainer.epoch + 1, 0
 
 
@@ -174,9 +174,9 @@ def trainer_steps(package: str, config: Any) -> Callable[[int], None]:
     task = project_module(package, "task").Task(config)
     trainer = project_module(package, "trainer").Trainer(config, task, callbacks=callbacks, loggers=loggers)
     trainer.fabric.seed_everything(config.seed)
-    loader, _ = trainer._setup()
+    train_batches, _ = trainer._setup()
     trainer._call("on_fit_start", model=trainer.model, optimizer=trainer.optimizer)
-    batches = _trainer_batches(trainer, loader)
+    batches = _trainer_batches(trainer, train_batches)
 
     def steps(n: int) -> None:
         for _ in range(n):

@@ -62,7 +62,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         "model": trainer.model,
         "optimizer": trainer.optimizer,
         "scheduler": trainer.scheduler if trainer.scheduler is not None else {},
-        "trainer": {"epoch": trainer.epoch, "batch_idx": trainer.batch_idx, "global_step": trainer.global_step},
+        "trainer": trainer.position.state_dict(),  # {"epoch": ..., "batch_idx": ..., "global_step": ...}
     }
 
 
@@ -87,23 +87,21 @@ def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def resume_from(trainer: Trainer, path: Path) -> dict[str, Any]:
-    """Restore ``trainer`` from the checkpoint at ``path``; return what the file held beyond the trainer's entries.
+def resume_from(trainer: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Restore ``trainer`` from the checkpoint at ``path``.
+
+    Returns:
+        What the file held beyond the trainer's entries, and this process's random state as it
+        was saved, to be put back in the epoch where it was captured (None for a process that
+        the checkpoint did not have, in a larger job now: it keeps its own seeding).
 
     Raises:
         ConfigError: see ``load_for_resume``.
     """
     fabric, state = trainer.fabric, trainer_state(trainer)
     extra = load_for_resume(fabric, path, state, plain_config(trainer.config))
-    position = state["trainer"]
-    trainer.epoch, trainer.batch_idx, trainer.global_step = (
-        position["epoch"],
-        position["batch_idx"],
-        position["global_step"],
-    )
-    # This process's random state, put back in the epoch where it was captured. A process that
-    # the checkpoint did not have (a larger job now) keeps its own seeding.
-    trainer._rng_to_restore = select_rng_state(extra.pop("rng"), fabric.global_rank)
+    trainer.position.load_state_dict(state["trainer"])
+    rng = select_rng_state(extra.pop("rng"), fabric.global_rank)
     saved_loggers = extra.pop("loggers", {})
     extra.pop("metadata", None)
     if fabric.is_global_zero:
@@ -111,7 +109,7 @@ def resume_from(trainer: Trainer, path: Path) -> dict[str, Any]:
             if type(logger).__name__ in saved_loggers:
                 logger.load_state_dict(saved_loggers[type(logger).__name__])
             logger.rewind(trainer.global_step)
-    return extra
+    return extra, rng
 
 
 def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

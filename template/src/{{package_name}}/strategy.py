@@ -10,10 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import torch
+from trainwright import Fabric
 from trainwright.strategies import FSDPStrategy, Strategy
+
+from .task_checks import task_mistakes
 
 if TYPE_CHECKING:
     from .config import Config
+    from .task import Task
 
 
 @dataclass
@@ -60,3 +65,18 @@ def strategy_for(config: Config) -> str | Strategy:
         param_dtype=c.param_dtype,
         state_dict_type=c.checkpoint,
     )
+
+
+def setup_model(fabric: Fabric, config: Config, task: Task) -> torch.nn.Module:
+    """The task's model on this run's devices: built, set up by the strategy, and compiled if ``config.compile``.
+
+    Raises:
+        ConfigError: the task raised ``ValueError`` or ``FileNotFoundError`` while building it.
+    """
+    meta = config.strategy == "fsdp" and config.fsdp.meta_init  # nothing allocated until it is sharded
+    with fabric.init_module(empty_init=meta), task_mistakes("its model"):
+        model = task.build_model()
+    if config.compile:
+        # Fabric compiles what the strategy makes of the model; the checkpoint keeps the plain model's keys.
+        model = torch.compile(model)
+    return fabric.setup(model)

@@ -1,0 +1,217 @@
+"""The device-side accounting of training, and the one read that brings it to the host.
+
+The hot path adds each batch's loss and each step's gradient norm to sums that stay on the
+device. ``Ledger.read`` brings them over in one transfer, together with what its caller needs (a
+log step's values, validation's sums), at points where every process calls it: log steps (every
+``log_every_n_steps`` optimizer steps), validation, checkpoints and, with several processes,
+epoch ends. There the sums are checked for NaN, and a stop request or a preemption signal that
+reached any process becomes every process's, so that all of them leave the loop at the same step.
+Validation's sums (``Means``) stay on the device too, until the read at the validation's end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from trainwright import Fabric
+
+from .config import Config
+from .position import Position
+from .preemption import PreemptionHandler
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite and ``config.nonfinite_loss`` is ``"stop"``."""
+
+
+class Ledger:
+    """What training has computed since the last read, on the device; the read; the stop agreement.
+
+    Args:
+        fabric: the run's ``Fabric``: its device, its processes and its loggers.
+        config: the run's settings (``nonfinite_loss``, ``grad_accum_steps``, ``log_every_n_steps``, ...).
+        position: where training stands; the trainer moves it, the ledger reads it.
+    """
+
+    def __init__(self, fabric: Fabric, config: Config, position: Position) -> None:
+        self.fabric, self.config, self.position = fabric, config, position
+        self.should_stop = False  # any callback may set it (as trainer.should_stop)
+        self.preemption: PreemptionHandler | None = None  # Trainer.fit installs one for the fit
+        self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
+        self.logged_step = -1  # the last optimizer step whose values were logged
+        self.read_at = 0  # the global_step at which the sums were last read (or the run resumed)
+        self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
+        self._norm_sum: torch.Tensor | None = None  # the clipped gradient norms since the last read, likewise
+        self._window_loss: torch.Tensor | None = None  # the summed loss of the accumulation window so far
+        self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
+        # With several processes a stop request (a callback's, or a signal's) is agreed at the
+        # next read, so that every process leaves the loop at the same step.
+        self._stop_agreed = self._preempt_agreed = False
+
+    # -- the hot path: nothing here waits for the device, except where nonfinite_loss="skip" asks
+
+    def usable(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """Whether to backpropagate ``loss``: always, unless ``nonfinite_loss="skip"`` finds it NaN or infinite.
+
+        A skipped loss marks its window, whose optimizer step ``step_skipped`` then drops.
+        """
+        if self.config.nonfinite_loss != "skip":
+            return True
+        value = loss.detach()
+        finite = math.isfinite(value.item())  # a read per batch: the price of skipping precisely
+        if self.fabric.world_size > 1:  # every process must skip together
+            flag = torch.tensor(float(finite), device=self.fabric.device)
+            finite = bool(self.fabric.all_reduce(flag, op="min").item())
+        if finite:
+            return True
+        self.fabric.print(
+            f"skipping a batch: the loss is {value.item()} at epoch {self.position.epoch}, batch {batch_idx} "
+            f"(toward optimizer step {self.position.global_step + 1})"
+        )
+        self._skip_step = True
+        return False
+
+    def add_loss(self, loss: torch.Tensor, window: int) -> torch.Tensor:
+        """Add the loss of a batch, the ``window``-th of its accumulation window; return it detached."""
+        detached = loss.detach()
+        if self._loss_sum is None:
+            self._loss_sum = torch.zeros((), device=detached.device)
+        self._loss_sum.add_(detached)  # stays on the device; a NaN here is found at the next read
+        if self.config.grad_accum_steps > 1:  # the loss to log is the mean over the step's window
+            self._window_loss = detached.float() if window == 1 else self._window_loss + detached
+        return detached
+
+    def step_skipped(self) -> bool:
+        """At a window's end: whether it saw a loss that ``usable`` refused, so that its step is dropped."""
+        skipped, self._skip_step = self._skip_step, False
+        if skipped:
+            self._window_loss = None
+        return skipped
+
+    def add_step(self, outputs: Any, loss: torch.Tensor, grad_norm: torch.Tensor | None, window: int) -> None:
+        """Record an optimizer step over ``window`` batches: the last one's outputs and loss, the gradient norm."""
+        if grad_norm is not None and self.config.precision != "16-mixed":
+            # A finite loss can still have NaN gradients; 16-mixed's scaler skips those steps itself.
+            norm = grad_norm.detach().float()
+            self._norm_sum = norm if self._norm_sum is None else self._norm_sum + norm
+        mean = loss if self.config.grad_accum_steps == 1 else self._window_loss / window
+        self.last_step, self._window_loss = (outputs, mean, grad_norm), None
+
+    # -- reads: every process makes them at the same points -----------------------------------
+
+    def log(self) -> dict[str, float]:
+        """Read and log the latest step's training values: the loss, the gradient norm and the task's extras."""
+        outputs, loss, grad_norm = self.last_step
+        tensors: dict[str, torch.Tensor] = {"train/loss": loss}
+        numbers: dict[str, float] = {}
+        if grad_norm is not None:
+            tensors["train/grad_norm"] = grad_norm
+        if isinstance(outputs, Mapping):
+            for name, value in outputs.items():
+                if name != "loss":
+                    target = tensors if isinstance(value, torch.Tensor) else numbers
+                    target[f"train/{name}"] = value
+        values = self.read(list(tensors.values()), mean=True)
+        metrics = {**dict(zip(tensors, values, strict=True)), **numbers}
+        self.fabric.log_dict(metrics, step=self.position.global_step)
+        self.logged_step = self.position.global_step
+        return metrics
+
+    def unlogged(self) -> bool:
+        """Whether the latest optimizer step's values are not logged yet."""
+        return self.last_step is not None and self.logged_step != self.position.global_step
+
+    @property
+    def pending(self) -> bool:
+        """Whether the sums hold values that no read has checked yet."""
+        return self._loss_sum is not None or self._norm_sum is not None
+
+    def agree(self) -> None:
+        """With several processes, read now: a stop or a signal on any process becomes every process's."""
+        if self.fabric.world_size > 1:
+            self.read()
+
+    def read(self, tensors: Sequence[torch.Tensor] = (), mean: bool = False) -> list[float]:
+        """Bring ``tensors`` (scalars on the device) to the host in one transfer, with the loss check.
+
+        With several processes the values are summed over the processes (averaged with
+        ``mean``), and a stop request from any process becomes every process's.
+
+        Raises:
+            NonFiniteLossError: a loss since the last read was NaN or infinite, and
+                ``nonfinite_loss`` is ``"stop"``.
+        """
+        fabric = self.fabric
+        zero = torch.zeros((), device=fabric.device)
+        sums = [zero if tensor is None else tensor for tensor in (self._loss_sum, self._norm_sum)]
+        parts = [t.detach().float().reshape(()) for t in tensors] + sums
+        if fabric.world_size > 1:
+            flags = [self.should_stop, self.preemption is not None and self.preemption.received is not None]
+            parts.append(torch.tensor(flags, dtype=torch.float32, device=fabric.device))
+        vector = torch.cat([part.reshape(-1) for part in parts])
+        if fabric.world_size > 1:
+            vector = fabric.all_reduce(vector, op="sum")
+        values = vector.tolist()  # the one host-device sync of a log step: the device catches up here
+        if fabric.world_size > 1:
+            preempt, stop = values.pop() > 0, values.pop() > 0
+            self._stop_agreed, self._preempt_agreed = self._stop_agreed or stop, self._preempt_agreed or preempt
+            self.should_stop = self.should_stop or stop
+        norms, losses, first = values.pop(), values.pop(), self.read_at + 1
+        self._loss_sum, self._norm_sum, self.read_at = None, None, self.position.global_step
+        if not (math.isfinite(losses) and math.isfinite(norms)) and self.config.nonfinite_loss == "stop":
+            what = f"the loss became {losses}" if not math.isfinite(losses) else f"the gradient norm became {norms}"
+            raise NonFiniteLossError(
+                f"{what} in the batches of optimizer steps {first} to {self.position.global_step} "
+                f"(epoch {self.position.epoch}); training stops, and no checkpoint holds what followed. The loss is "
+                f"checked every {self.config.log_every_n_steps} steps and before each checkpoint "
+                "(--nonfinite-loss=skip checks every batch and skips the bad ones)"
+            )
+        return [value / fabric.world_size for value in values] if mean else values
+
+    # -- what the reads agreed on --------------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        """Whether a callback asked to stop (with several processes: any process's callback, at the last read)."""
+        return self.should_stop if self.fabric.world_size == 1 else self._stop_agreed
+
+    def preempted(self) -> bool:
+        """Whether a preemption signal came (with several processes: to any process, by the last read)."""
+        if self.fabric.world_size > 1:
+            return self._preempt_agreed
+        return self.preemption is not None and self.preemption.received is not None
+
+
+class Means:
+    """The weighted sums of validation's metrics, on the device until ``Ledger.read`` reads them.
+
+    Each batch's metrics count with the ``count`` its step returns (1 without one), so a short
+    last batch counts for what it holds.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = torch.zeros((), device=device)
+
+    def add(self, outputs: Any) -> None:
+        """Add a batch's metrics: a dict of numbers or scalar tensors, with an optional ``count``.
+
+        Raises:
+            TypeError: ``outputs`` is not a dict.
+        """
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"validation_step must return a dict of metrics, got {type(outputs).__name__}")
+        weight = outputs.get("count", 1)
+        for name, value in outputs.items():
+            if name != "count":
+                total = self.sums.setdefault(name, torch.zeros((), device=self.device))
+                total += (value.detach().float() if isinstance(value, torch.Tensor) else value) * weight
+        self.count += weight
+
+    def read(self, ledger: Ledger, prefix: str = "") -> dict[str, float]:
+        """The means, summed over every process, as ``<prefix><name>``, in ``ledger``'s read."""
+        *totals, samples = ledger.read([*self.sums.values(), self.count])
+        return {f"{prefix}{name}": total / samples for name, total in zip(self.sums, totals, strict=True)}
