@@ -146,7 +146,7 @@ class Trainer:
         last = self.run_dir / "checkpoints" / "last.ckpt"
         self.save_checkpoint(last)
         if ledger.preempted() and not self._done():  # a signal at the very end finds nothing left to do
-            raise Preempted(ledger.preemption.received, self.global_step, last)
+            raise Preempted(ledger.preemption.received or "a signal to another process", self.global_step, last)
 
     def _finished(self) -> bool:
         return self._done() or self.ledger.preempted()
