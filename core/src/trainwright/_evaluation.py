@@ -30,14 +30,14 @@ class EvenEvaluationLoader(FabricDataLoader):
     Args:
         dataloader: this process's shard of the evaluation data.
         device: where batches go; ``None`` leaves them where the loader puts them.
-        all_reduce_max: the maximum of a tensor over the processes.
+        all_reduce_max: the maximum of a number over the processes, as a tensor.
     """
 
     def __init__(
         self,
         dataloader: DataLoader,
         device: torch.device | None,
-        all_reduce_max: Callable[[torch.Tensor], torch.Tensor],
+        all_reduce_max: Callable[[float], torch.Tensor],
     ) -> None:
         super().__init__(dataloader, device)
         self._all_reduce_max = all_reduce_max
@@ -64,7 +64,7 @@ class EvenEvaluationLoader(FabricDataLoader):
         return self._agreed(batches)
 
     def _static(self, batches: Iterator[Any], length: int) -> Iterator[Any]:
-        total = int(self._all_reduce_max(torch.tensor(float(length))).item())  # once per evaluation
+        total = int(self._all_reduce_max(float(length)).item())  # once per evaluation
         self._real = length
         last = _END
         for last in batches:
@@ -76,7 +76,7 @@ class EvenEvaluationLoader(FabricDataLoader):
         count, last = 0, _END
         while True:
             batch = next(batches, _END) if self._real is None else _END
-            others = self._all_reduce_max(torch.tensor(0.0 if batch is _END else 1.0)).item()  # one per batch
+            others = self._all_reduce_max(0.0 if batch is _END else 1.0).item()  # one per batch
             if not others:
                 return
             if batch is _END:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import os
 import warnings
@@ -315,7 +316,7 @@ class Fabric:
             if use_distributed_sampler:
                 loader = self._strategy.process_dataloader(loader, evaluation=evaluation)
             if evaluation and self.world_size > 1:
-                wrapped.append(EvenEvaluationLoader(loader, device, self._all_reduce_max))
+                wrapped.append(EvenEvaluationLoader(loader, device, functools.partial(self.all_reduce, op="max")))
             else:
                 wrapped.append(FabricDataLoader(loader, device))
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
@@ -403,9 +404,6 @@ class Fabric:
         if isinstance(data, (int, float)):
             data = torch.tensor(data, device=self.device)
         return apply_to_tensors(data, lambda t: self._strategy.all_reduce(t, op))
-
-    def _all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self._strategy.all_reduce(tensor.to(self.device), "max")
 
     def all_gather(self, data: Any) -> Any:
         """Gather a tensor (or tensors nested in containers) from every process.

@@ -23,7 +23,9 @@ class Preempted(Exception):
     ``checkpoint`` is None when the signal came before training began: nothing new was saved.
     """
 
-    def __init__(self, signal_name: str, global_step: int, checkpoint: Path | None) -> None:
+    def __init__(self, signal_name: str | None, global_step: int, checkpoint: Path | None) -> None:
+        # None: this process stopped because another one received the signal (they agree at reads).
+        signal_name = signal_name or "a signal to another process"
         if checkpoint is None:  # the signal came before training began: the run dir holds what it held
             message = f"stopped by {signal_name} before training began (at optimizer step {global_step}); run it again"
         else:

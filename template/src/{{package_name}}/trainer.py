@@ -91,7 +91,7 @@ class Trainer:
                 self.load_checkpoint(self.resume_path())
             ledger.agree()  # on a signal that reached some process during the setup
             if ledger.preempted():
-                raise Preempted(preemption.received or "a signal to another process", self.global_step, None)
+                raise Preempted(preemption.received, self.global_step, None)
             started = True
             self.metadata = record_run(self)  # config.toml and metadata.json in the run directory
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
@@ -146,7 +146,7 @@ class Trainer:
         last = self.run_dir / "checkpoints" / "last.ckpt"
         self.save_checkpoint(last)
         if ledger.preempted() and not self._done():  # a signal at the very end finds nothing left to do
-            raise Preempted(ledger.preemption.received or "a signal to another process", self.global_step, last)
+            raise Preempted(ledger.preemption.received, self.global_step, last)
 
     def _finished(self) -> bool:
         return self._done() or self.ledger.preempted()
