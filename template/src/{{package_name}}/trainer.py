@@ -23,7 +23,7 @@ from .batches import TrainBatches
 from .checkpointing import checkpoint_of, optimizer_settings, resume_from, stateful_callbacks
 from .config import Config
 from .hooks import HOOKS
-from .ledger import Ledger, Means, NonFiniteLossError
+from .ledger import Ledger, NonFiniteLossError
 from .position import Position, forwarded
 from .preemption import Preempted, PreemptionHandler
 from .run_dir import record_run, upload_artifacts
