@@ -238,34 +238,30 @@ class Trainer:
 
     def _validation_due(self, epoch_end: bool = False) -> bool:
         """Whether to validate: after every ``val_every_n_steps``-th step and ``val_every_n_epochs``-th epoch."""
-        config, at = self.config, self.position  # at an epoch's end, at.epoch is the number of epochs done
+        config, at = self.config, self.position
         by_steps = config.val_every_n_steps is not None and at.global_step % config.val_every_n_steps == 0
-        by_epochs = epoch_end and config.val_every_n_epochs > 0 and at.epoch % config.val_every_n_epochs == 0
+        by_epochs = epoch_end and config.val_every_n_epochs > 0 and (at.epoch + 1) % config.val_every_n_epochs == 0
         return self.val_loader is not None and (by_steps or by_epochs)
 
     def _end_epoch(self) -> None:
-        """Move on to the next epoch, validate if it is due, then fire ``on_train_epoch_end`` with the metrics."""
+        """Validate if it is due, move on to the next epoch, then fire ``on_train_epoch_end`` with the metrics."""
         finished_epoch = self.epoch
-        # Move on first, so that a checkpoint saved by the epoch's validation or hooks resumes at the next epoch.
+        metrics = self.validate(self.val_loader) if self._validation_due(epoch_end=True) else {}
+        # Move on before the hook, so that a checkpoint saved there resumes at the next epoch.
         self.position.next_epoch()
         if self.config.scheduler_interval == "epoch" and self.scheduler is not None:
             self.scheduler.step()
-        metrics = self.validate(self.val_loader, epoch=finished_epoch) if self._validation_due(epoch_end=True) else {}
         self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
         self.ledger.agree()  # on a stop request made at the epoch's end (say, by early stopping)
 
-    def validate(self, loader: Any, epoch: int | None = None) -> dict[str, float]:
-        """Validate on ``loader`` (see ``validation.py``); log the metrics as ``val/<name>`` and return them.
-
-        ``epoch`` is the epoch the validation follows (the current one by default).
-        """
-        epoch = self.epoch if epoch is None else epoch
-        self._call("on_validation_epoch_start", epoch=epoch)
+    def validate(self, loader: Any) -> dict[str, float]:
+        """Validate on ``loader`` (see ``validation.py``); log the metrics as ``val/<name>`` and return them."""
+        self._call("on_validation_epoch_start", epoch=self.epoch)
         on_batch = functools.partial(self._call, "on_validation_batch_end")
         self.metrics = self.validation.run(self.model, loader, self.config.limit_val_batches, on_batch, prefix="val/")
         self.fabric.log_dict(self.metrics, step=self.global_step)
-        self.fabric.print(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
-        self._call("on_validation_epoch_end", epoch=epoch, global_step=self.global_step, metrics=self.metrics)
+        self.fabric.print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
+        self._call("on_validation_epoch_end", epoch=self.epoch, global_step=self.global_step, metrics=self.metrics)
         return self.metrics
 
     def _call(self, hook: str, **kwargs: Any) -> None:
