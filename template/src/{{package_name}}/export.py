@@ -38,14 +38,17 @@ def export(checkpoint: Path, output: Path, format: Format | None = None, force: 
     ``checkpoint`` is a checkpoint file, the folder of a sharded FSDP checkpoint (read in this
     one process), or a run directory (its ``checkpoints/last.ckpt``). The model is built from the
     checkpoint's own config and loaded with its weights, so a checkpoint of another model fails
-    here rather than at inference. ``format`` defaults to ``output``'s suffix, else safetensors
-    where it is installed, else torch.
+    here rather than at inference. ``format`` defaults to ``output``'s suffix (``.safetensors``;
+    ``.pt``, ``.pth`` or ``.bin`` for torch), else safetensors where it is installed, else torch;
+    an ``output`` without one of those suffixes gets the format's (``.safetensors`` or ``.pt``).
 
     Raises:
         ConfigError: there is no checkpoint there, it is not one of this project's, ``output``
             exists (without ``force``) or is a directory, or safetensors is asked for but not installed.
     """
     format = format or SUFFIXES.get(output.suffix) or ("safetensors" if _has_safetensors() else "torch")
+    if output.suffix not in SUFFIXES and not output.is_dir():
+        output = output.with_name(output.name + (".safetensors" if format == "safetensors" else ".pt"))
     if format == "safetensors" and not _has_safetensors():
         raise ConfigError("the safetensors format needs the safetensors package: pip install safetensors")
     if output.is_dir():
