@@ -124,6 +124,7 @@ class Trainer:
         with task_mistakes("its data"):
             train_loader, val_loader = task.build_dataloaders()
         train_batches = TrainBatches(fabric.setup_dataloaders(train_loader), config.limit_train_batches)
+        self.train_batches = train_batches  # checkpoints hold where its loader stands (see checkpointing.py)
         if val_loader is not None:  # every sample once on some process, so that the mean is exact
             val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
         self.val_loader = val_loader
