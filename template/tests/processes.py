@@ -23,10 +23,8 @@ def stop(process: subprocess.Popen) -> None:
     """SIGTERM to the process's session (torchrun then stops its workers), SIGKILL to what is left after 30 s."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):  # the session may have ended already
         os.killpg(process.pid, signal.SIGKILL)
 
