@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: heavy.get(module_of(item), len(heavy)))  # stable: the rest keep their order
         for item in items:
             if module_of(item) in ONE_WORKER:
-                item.add_marker(pytest.mark.xdist_group(module_of(item)))
+                item.add_marker(pytest.mark.xdist_group(module_of(item).rsplit("/", 1)[-1].removesuffix(".py")))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none is available")

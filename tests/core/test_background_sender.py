@@ -89,7 +89,7 @@ def test_flush_and_put_never_wait_on_a_hanging_send():
     sender.flush()
     sender.drop(lambda item: True)
     # They returned while the send still hung (it ends only once released, or after 30 s): none waited for it.
-    assert destination.batches == [] and not destination.release.is_set()
+    assert destination.batches == []
     assert time.monotonic() - started < 10  # at once; the bound only names it, far below the 30 s hang
     assert sender.close(timeout=0.2) == 2
     destination.release.set()
