@@ -34,7 +34,7 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n 2 --no-loadscope-reorder
 
 # Serve the documentation site at http://127.0.0.1:8000, rebuilt on every change.
 docs: $(VENV)/.installed

@@ -13,7 +13,7 @@ settings.register_profile("trainwright", deadline=None)
 settings.load_profile("trainwright")
 
 
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`).
+# `make test` runs the suite on two pytest-xdist workers (`pytest -n 2 --no-loadscope-reorder`).
 # The modules that take longest (each runs generated projects' own suites or many trainings in
 # subprocesses) go first, so that the two workers do not end with one long module on one of them.
 HEAVIEST_FIRST = [
@@ -28,7 +28,7 @@ HEAVIEST_FIRST = [
 ]
 # Modules whose tests share a module-scoped fixture that takes long to make (a torchrun job, a
 # clone of the history, a virtual environment, a built wheel, rendered projects): each runs on
-# one worker, so that the fixture is made once.
+# one worker, so that the fixture is made once. Every other test goes to whichever worker is free.
 ONE_WORKER = {
     "tests/core/test_ddp.py",
     "tests/core/test_distribution.py",
@@ -44,13 +44,10 @@ ONE_WORKER = {
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``cuda`` cleanly where no CUDA device is present; on xdist workers, order and group."""
+    """Skip tests marked ``cuda`` cleanly where no CUDA device is present; on xdist workers, heaviest first."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller schedules in this order
         heavy = {path: rank for rank, path in enumerate(HEAVIEST_FIRST)}
         items.sort(key=lambda item: heavy.get(module_of(item), len(heavy)))  # stable: the rest keep their order
-        for item in items:
-            if module_of(item) in ONE_WORKER:
-                item.add_marker(pytest.mark.xdist_group(module_of(item).rsplit("/", 1)[-1].removesuffix(".py")))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none is available")
@@ -61,6 +58,25 @@ def pytest_collection_modifyitems(config, items):
 
 def module_of(item) -> str:
     return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With -n and the default --dist=load: each module of ONE_WORKER is one unit of work, every other test one.
+
+    (``--dist loadgroup`` would do this with markers, but pytest-xdist 3.8 groups by renaming the
+    node ids, which pytest 9 no longer lets it do.)
+    """
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixturesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER else nodeid
+
+    return SharedFixturesOnOneWorker(config, log)
 
 
 @pytest.hookimpl(optionalhook=True)
