@@ -49,7 +49,6 @@ class Ledger:
         self.read_at = 0  # the global_step at which the sums were last read (or the run resumed)
         self._losses: list[torch.Tensor] = []  # the batches' losses since the last read, on the device
         self._norms: list[torch.Tensor] = []  # the clipped gradient norms since the last read, likewise
-        self._zero: torch.Tensor | None = None  # what a read sends for an empty list, made by the first
         self._window_loss: torch.Tensor | None = None  # the summed loss of the accumulation window so far
         self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
         # With several processes a stop request (a callback's, or a signal's) is agreed at the
@@ -152,21 +151,25 @@ class Ledger:
         """
         fabric, several = self.fabric, self.fabric.world_size > 1
         parts = [t if t.dim() == 0 else t.reshape(()) for t in tensors]
-        # Every process sends the same layout: the caller's values, then one sum each.
-        parts += [self._total(self._losses), self._total(self._norms)]
-        if several:  # and the stop and preemption flags, which the all-reduce sums
+        loss_parts, norm_parts, flags = self._losses, self._norms, []
+        if several:  # every process sends the same layout, whatever each listed
+            loss_parts, norm_parts = [self._total(loss_parts)], [self._total(norm_parts)]
             preempt = self.preemption is not None and self.preemption.received is not None
-            zero = self._total([])
-            parts += [zero + self.should_stop, zero + preempt]
-        vector = torch.stack(parts).detach().float()
+            flags = [torch.tensor(float(flag), device=fabric.device) for flag in (self.should_stop, preempt)]
+        if not (parts or loss_parts or norm_parts):
+            return []  # nothing to read or check
+        # One stack and one transfer, however many values: the few kernels of a log step run
+        # with cold caches, and each costs more than its size suggests.
+        values = torch.stack(parts + loss_parts + norm_parts + flags).float()
         if several:
-            vector = fabric.all_reduce(vector, op="sum")
-        values = vector.tolist()  # the one host-device sync of a log step: the device catches up here
+            values = fabric.all_reduce(values, op="sum")
+        values = values.tolist()  # the one host-device sync of a log step: the device catches up here
         if several:
             preempt, stop = values.pop() > 0, values.pop() > 0
             self._stop_agreed, self._preempt_agreed = self._stop_agreed or stop, self._preempt_agreed or preempt
             self.should_stop = self.should_stop or stop
-        norms, losses, first = values.pop(), values.pop(), self.read_at + 1
+        values, sums, first = values[: len(parts)], values[len(parts) :], self.read_at + 1
+        losses, norms = sum(sums[: len(loss_parts)]), sum(sums[len(loss_parts) :])
         self._losses, self._norms, self.read_at = [], [], self.position.global_step
         if not (math.isfinite(losses) and math.isfinite(norms)) and self.config.nonfinite_loss == "stop":
             what = f"the loss became {losses}" if not math.isfinite(losses) else f"the gradient norm became {norms}"
@@ -182,9 +185,7 @@ class Ledger:
         """The float32 sum of scalar tensors, on the device."""
         if tensors:
             return torch.stack(tensors).sum(dtype=torch.float32)
-        if self._zero is None:
-            self._zero = torch.zeros((), device=self.fabric.device)
-        return self._zero
+        return torch.zeros((), device=self.fabric.device)
 
     # -- what the reads agreed on --------------------------------------------------------------
 
