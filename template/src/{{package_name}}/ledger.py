@@ -23,7 +23,6 @@ from .config import Config
 from .position import Position
 from .preemption import PreemptionHandler
 
-
 _MAX_LISTED = 256  # losses (or norms) listed before they are summed on the device into one
 
 
