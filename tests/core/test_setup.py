@@ -143,12 +143,15 @@ def test_wrapped_optimizer_shares_groups_state_and_defaults_both_ways(fabric):
     model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
     original = optimizer.optimizer
     original.param_groups = [dict(original.param_groups[0], lr=0.2)]  # as Optimizer.load_state_dict rebinds it
-    assert optimizer.param_groups is original.param_groups and optimizer.param_groups[0]["lr"] == 0.2
+    assert optimizer.param_groups is original.param_groups
+    assert optimizer.param_groups[0]["lr"] == 0.2
     state, defaults = {"k": 1}, {"lr": 0.3}
     optimizer.state, optimizer.defaults = state, defaults
-    assert original.state is state and original.defaults is defaults
-    assert optimizer.state is state and optimizer.defaults is defaults
-    assert "param_groups" not in vars(optimizer) and "state" not in vars(optimizer)
+    assert original.state is state
+    assert original.defaults is defaults
+    assert optimizer.state is state
+    assert optimizer.defaults is defaults
+    assert not {"param_groups", "state", "defaults"} & set(vars(optimizer))
 
 
 def test_setup_dataloaders(fabric):
