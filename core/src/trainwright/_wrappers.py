@@ -107,6 +107,32 @@ class FabricOptimizer:
         """The optimizer as the user built it (unwrapped)."""
         return self._optimizer
 
+    # The original's, read on every step by schedulers and LR monitors: through __getattr__,
+    # which Python calls only after a failed lookup has raised, each read would cost microseconds.
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self._optimizer.defaults = value
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return self._step(self._optimizer, closure)
 
