@@ -266,7 +266,8 @@ class Trainer:
         return self.metrics
 
     def _call(self, hook: str, **kwargs: Any) -> None:
-        self.fabric.call(hook, trainer=self, fabric=self.fabric, **kwargs)
+        if self.fabric.callbacks:  # none: not even a dispatch, so a loop without callbacks pays nothing for hooks
+            self.fabric.call(hook, trainer=self, fabric=self.fabric, **kwargs)
 
     def _on_log(self, metrics: dict[str, float]) -> None:
         """Fire ``on_log`` with a step's logged values; flush if a checkpoint of this very point came first."""
