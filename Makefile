@@ -28,11 +28,13 @@ demo: $(VENV)/.installed
 	@echo "The project is in $(DEMO): edit src/my_trainer/, then run its tests with:"
 	@echo "  cd $(DEMO) && ../../$(PY) -m pytest"
 
+# The tests run two at a time (pytest-xdist), in the order tests/conftest.py gives them (heaviest first),
+# with the modules it groups each on one worker.
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --no-loadscope-reorder
 
 # Serve the documentation site at http://127.0.0.1:8000, rebuilt on every change.
 docs: $(VENV)/.installed

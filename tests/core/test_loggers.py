@@ -7,7 +7,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -69,15 +71,23 @@ def test_csv_each_row_is_written_once_when_its_step_ends(tmp_path):
     assert len(read_rows(path)) == 6
 
 
-def test_csv_finished_rows_are_written_after_flush_interval(tmp_path):
+def test_csv_finished_rows_are_written_after_flush_interval(tmp_path, monkeypatch):
     """A finished row reaches the file once flush_interval seconds have passed, at the next logged step."""
-    logger = CSVLogger(tmp_path, flush_interval=1.0)  # long enough that no stall of a busy machine reaches it
+    # The logger's clock is the test's, so that a stall of a busy machine moves no time.
+    now = [100.0]
+    monkeypatch.setattr("trainwright.loggers.csv.time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    logger = CSVLogger(tmp_path, flush_interval=1.0)
     logger.log_metrics({"loss": 1.0}, step=0)
     logger.log_metrics({"loss": 0.5}, step=1)
-    assert read_rows(tmp_path / "metrics.csv") == []
-    time.sleep(1.05)
-    logger.log_metrics({"loss": 0.25}, step=2)
-    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["0", "1"]
+    now[0] += 0.75
+    logger.log_metrics({"loss": 0.4}, step=2)
+    assert read_rows(tmp_path / "metrics.csv") == []  # still within the interval
+    now[0] += 0.25  # 1.0 s after the file was opened, exactly
+    logger.log_metrics({"loss": 0.25}, step=3)
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["0", "1", "2"]
+    now[0] += 0.5
+    logger.log_metrics({"loss": 0.125}, step=4)
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["0", "1", "2"]  # the interval starts again
 
 
 def test_csv_rejects_a_negative_flush_interval(tmp_path):
@@ -279,10 +289,17 @@ def test_csv_sigkill_loses_only_unflushed_rows_and_never_tears_the_file(tmp_path
         process = subprocess.Popen(
             [sys.executable, "-c", CRASHING_WRITER, str(run_dir)], stdout=subprocess.PIPE, text=True
         )
-        flushed = [int(process.stdout.readline()) for _ in range(3 + attempt)]
+        watchdog = threading.Timer(60, process.kill)  # a writer that hangs ends, and the readline with it
+        watchdog.start()
+        try:
+            lines = [process.stdout.readline() for _ in range(3 + attempt)]
+        finally:
+            watchdog.cancel()
+        assert all(lines), f"the writer printed {lines} and stopped (killed after 60 s)"
+        flushed = [int(line) for line in lines]
         time.sleep(0.01 * attempt)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.wait(timeout=60)
         raw = (run_dir / "metrics.csv").read_bytes()
         rows = read_rows(run_dir / "metrics.csv")
         steps = [int(r["step"]) for r in rows if r["step"]]

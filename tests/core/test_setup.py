@@ -137,6 +137,23 @@ def test_wrapped_optimizer_load_state_dict_keeps_one_state(fabric):
     assert len(fresh.optimizer.state) == len(saved["state"])
 
 
+def test_wrapped_optimizer_shares_groups_state_and_defaults_both_ways(fabric):
+    """param_groups, state and defaults read and rebind the original's, also after the original rebinds them."""
+    model = tiny_model()
+    model, optimizer = fabric.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    original = optimizer.optimizer
+    original.param_groups = [dict(original.param_groups[0], lr=0.2)]  # as Optimizer.load_state_dict rebinds it
+    assert optimizer.param_groups is original.param_groups
+    assert optimizer.param_groups[0]["lr"] == 0.2
+    state, defaults = {"k": 1}, {"lr": 0.3}
+    optimizer.state, optimizer.defaults = state, defaults
+    assert original.state is state
+    assert original.defaults is defaults
+    assert optimizer.state is state
+    assert optimizer.defaults is defaults
+    assert not {"param_groups", "state", "defaults"} & set(vars(optimizer))
+
+
 def test_setup_dataloaders(fabric):
     """setup_dataloaders keeps length and batches, returns a tuple for several, and rejects non-loaders."""
     one = fabric.setup_dataloaders(loader())

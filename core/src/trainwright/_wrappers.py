@@ -3,10 +3,12 @@ forward pass, the optimizer step and batches through the strategy and precision.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import IterableDataset
 
 from trainwright._collections import move_to_device
 from trainwright._skipping import iterate_from
@@ -105,6 +107,32 @@ class FabricOptimizer:
         """The optimizer as the user built it (unwrapped)."""
         return self._optimizer
 
+    # The original's, read on every step by schedulers and LR monitors: through __getattr__,
+    # which Python calls only after a failed lookup has raised, each read would cost microseconds.
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._optimizer.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self._optimizer.defaults = value
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return self._step(self._optimizer, closure)
 
@@ -155,6 +183,7 @@ class FabricDataLoader:
         self._dataloader = dataloader
         self._device = device
         self._skip = 0
+        self._state: dict[str, Any] | None = None  # where the next iteration starts, from load_state_dict
 
     @property
     def dataloader(self) -> torch.utils.data.DataLoader:
@@ -203,7 +232,56 @@ class FabricDataLoader:
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"skip_batches(): count={count!r} is not an integer of at least 0")
-        self._skip = count
+        self._skip, self._state = count, None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether ``state_dict`` can tell where an iteration stands, so that a resume reads no batch twice.
+
+        True for a loader with ``state_dict`` and ``load_state_dict`` of its own (torchdata's
+        ``StatefulDataLoader``, which follows what its workers have read), and for an
+        iterable-style data set with them (a Hugging Face ``datasets.IterableDataset``, your own)
+        read in this process (``num_workers=0``). With workers, a plain ``DataLoader`` iterates a
+        copy of the data set in each worker, and the copy in this process knows nothing of their
+        progress: such a loader is not stateful, and ``skip_batches`` is the way to resume it.
+        """
+        return _state_source(self._dataloader) is not None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Where the current iteration stands, after the batches it has yielded so far; None if not ``stateful``.
+
+        Call it between two batches: a later ``load_state_dict`` with it starts an iteration at the
+        next batch, without reading the ones before it. Batches that workers prefetched, and the
+        batch a loop looks ahead at, are not counted as read until the loop has taken them. The
+        state is a copy (later batches leave it alone): ``{"loader": ...}``, the loader's own, or
+        ``{"dataset": ...}``, the data set's. Either is put into checkpoints as it is, so it must
+        be plain data (numbers, strings, tensors, and lists and dicts of them).
+        """
+        source = _state_source(self._dataloader)
+        if source is None:
+            return None
+        owner = self._dataloader if source == "loader" else self._dataloader.dataset
+        return {source: copy.deepcopy(owner.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Start the next iteration, and only that one, where ``state`` (from ``state_dict``) was taken.
+
+        The state is handed to the loader (or to the data set) when that iteration starts, after
+        any ``set_epoch``. None changes nothing. It replaces a ``skip_batches`` request, as
+        ``skip_batches`` replaces it.
+
+        Raises:
+            ValueError: ``state`` is not what ``state_dict`` returns for this loader (another
+                loader's, or this loader is not ``stateful``).
+        """
+        if state is None:
+            return
+        source = _state_source(self._dataloader)
+        if source is None or not isinstance(state, dict) or state.keys() != {source}:
+            kind = "this loader is not stateful" if source is None else f"this loader's state is {{{source!r}: ...}}"
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"load_state_dict(): cannot start this loader from a state with {got}: {kind}")
+        self._state, self._skip = state, 0
 
     def is_padding(self, batch_idx: int) -> bool:
         """Whether batch ``batch_idx`` of the current iteration only pads this process's shard.
@@ -215,6 +293,10 @@ class FabricDataLoader:
 
     def __iter__(self) -> Iterator[Any]:
         skip, self._skip = self._skip, 0
+        state, self._state = self._state, None
+        if state is not None:
+            owner = self._dataloader if "loader" in state else self._dataloader.dataset
+            owner.load_state_dict(next(iter(state.values())))
         batches = iterate_from(self._dataloader, skip) if skip else iter(self._dataloader)
         if self._device is None:
             return batches
@@ -225,3 +307,14 @@ class FabricDataLoader:
         if dataloader is None:
             raise AttributeError(name)
         return getattr(dataloader, name)
+
+
+def _state_source(loader: Any) -> str | None:
+    """Whose ``state_dict`` says where an iteration of ``loader`` stands: ``"loader"``, ``"dataset"`` or None."""
+    if callable(getattr(loader, "state_dict", None)) and callable(getattr(loader, "load_state_dict", None)):
+        return "loader"
+    dataset = getattr(loader, "dataset", None)
+    stateful = callable(getattr(dataset, "state_dict", None)) and callable(getattr(dataset, "load_state_dict", None))
+    if stateful and isinstance(dataset, IterableDataset) and loader.num_workers == 0:
+        return "dataset"
+    return None

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from trainwright.strategies import Strategy
 
 REDUCE_OPS = ("mean", "sum", "max", "min")
+_NO_CONTEXT = nullcontext()  # stateless, so one serves every call: no_backward_sync runs on every batch
 M = TypeVar("M", bound=torch.nn.Module)
 
 
@@ -366,7 +367,7 @@ class Fabric:
         if not isinstance(model, FabricModule):
             raise TypeError("no_backward_sync() needs the model that fabric.setup() returned")
         if not enabled:
-            return nullcontext()
+            return _NO_CONTEXT
         return self._strategy.no_backward_sync(model._forward_module)
 
     def to_device(self, obj: Any) -> Any:

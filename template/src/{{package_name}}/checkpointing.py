@@ -19,6 +19,7 @@ import torch
 from trainwright import Fabric, capture_rng_state, select_rng_state
 from trainwright.config import ConfigError
 
+from .batches import why_read_again
 from .config import plain_config
 
 if TYPE_CHECKING:
@@ -72,13 +73,18 @@ def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]
 
 
 def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
-    """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state, the config."""
+    """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state and
+    training loader state, the config."""
     fabric = trainer.fabric
+    # Every process's own, in one collective: the loader's state is None where it has none (see batches.py).
+    loader = trainer.train_batches.state_dict(trainer.position.batch_idx)
+    rng, loaders = zip(*fabric.all_gather_object((capture_rng_state(), loader)), strict=True)
     return {
         **trainer_state(trainer),
         "callbacks": stateful_callbacks(fabric.callbacks),
         "loggers": {type(logger).__name__: logger.state_dict() for logger in fabric.loggers},  # tracker run ids
-        "rng": fabric.all_gather_object(capture_rng_state()),  # every process's own
+        "rng": list(rng),
+        "train_loader": list(loaders),  # where each process's training loader stands: no batch is read twice
         "config": plain_config(trainer.config),
         # As the task built them, before any step: a resume tells the settings a user changed from
         # those a scheduler moved (OneCycleLR cycles momentum) by comparing these.
@@ -102,6 +108,7 @@ def resume_from(trainer: Trainer, path: Path) -> tuple[dict[str, Any], dict[str,
     extra = load_for_resume(fabric, path, state, plain_config(trainer.config))
     trainer.position.load_state_dict(state["trainer"])
     rng = select_rng_state(extra.pop("rng"), fabric.global_rank)
+    _resume_loader(trainer, extra.pop("train_loader", None))
     saved_loggers = extra.pop("loggers", {})
     extra.pop("metadata", None)
     if fabric.is_global_zero:
@@ -110,6 +117,27 @@ def resume_from(trainer: Trainer, path: Path) -> tuple[dict[str, Any], dict[str,
                 logger.load_state_dict(saved_loggers[type(logger).__name__])
             logger.rewind(trainer.global_step)
     return extra, rng
+
+
+def _resume_loader(trainer: Trainer, saved: list[Any] | None) -> None:
+    """Hand the training loader this process's state in the checkpoint; say why, if trained batches are read again."""
+    fabric, at, batches = trainer.fabric, trainer.position, trainer.train_batches
+    if at.batch_idx == 0:
+        return  # at an epoch's start: there is nothing to pass over
+    state, why = None, why_read_again(batches.loader)
+    if batches.stateful:
+        if saved is not None and len(saved) != fabric.world_size:
+            # Each process's stream is its own shard, which another number of processes splits otherwise.
+            why = f"the checkpoint holds the training loader's state on {len(saved)} processes, this run has "
+            why += str(fabric.world_size)
+        elif saved is None or saved[fabric.global_rank] is None:
+            why = "the checkpoint holds no state of the training loader (it was saved from a loader without one)"
+        else:
+            state = saved[fabric.global_rank]
+    batches.load_state_dict(state)
+    if state is None and why is not None:
+        trained = f"the {at.batch_idx} batches of epoch {at.epoch} trained before the checkpoint"
+        fabric.print(f"  {trained} are read again: {why}")
 
 
 def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

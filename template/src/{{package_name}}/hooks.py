@@ -8,6 +8,7 @@ The table is plain data, so ``python -OO`` (which drops docstrings) keeps it.
 from __future__ import annotations
 
 HOOKS: dict[str, tuple[str, ...]] = {
+    "on_sanity_check_end": ("metrics",),  # a few validation batches' metrics, before training; not logged
     "on_fit_start": ("model", "optimizer"),
     "on_train_epoch_start": ("epoch",),
     "on_train_batch_start": ("batch", "batch_idx"),

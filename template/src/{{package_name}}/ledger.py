@@ -1,7 +1,8 @@
 """The device-side accounting of training, and the one read that brings it to the host.
 
-The hot path adds each batch's loss and each step's gradient norm to sums that stay on the
-device. ``Ledger.read`` brings them over in one transfer, together with what its caller needs (a
+The hot path keeps each batch's loss and each step's gradient norm, as tensors that stay on
+the device: it only lists them, so that a batch costs no extra kernel launch. ``Ledger.read``
+sums them and brings them over in one transfer, together with what its caller needs (a
 log step's values, validation's sums), at points where every process calls it: log steps (every
 ``log_every_n_steps`` optimizer steps), validation, checkpoints and, with several processes,
 epoch ends. There the sums are checked for NaN, and a stop request or a preemption signal that
@@ -21,6 +22,8 @@ from trainwright import Fabric
 from .config import Config
 from .position import Position
 from .preemption import PreemptionHandler
+
+_MAX_LISTED = 256  # losses (or norms) listed before they are summed on the device into one
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,8 +46,8 @@ class Ledger:
         self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
         self.logged_step = -1  # the last optimizer step whose values were logged
         self.read_at = 0  # the global_step at which the sums were last read (or the run resumed)
-        self._loss_sum: torch.Tensor | None = None  # the losses since the last read, on the device
-        self._norm_sum: torch.Tensor | None = None  # the clipped gradient norms since the last read, likewise
+        self._losses: list[torch.Tensor] = []  # the batches' losses since the last read, on the device
+        self._norms: list[torch.Tensor] = []  # the clipped gradient norms since the last read, likewise
         self._window_loss: torch.Tensor | None = None  # the summed loss of the accumulation window so far
         self._skip_step = False  # nonfinite_loss="skip" saw a bad loss in this window: drop its optimizer step
         # With several processes a stop request (a callback's, or a signal's) is agreed at the
@@ -77,9 +80,9 @@ class Ledger:
     def add_loss(self, loss: torch.Tensor, window: int) -> torch.Tensor:
         """Add the loss of a batch, the ``window``-th of its accumulation window; return it detached."""
         detached = loss.detach()
-        if self._loss_sum is None:
-            self._loss_sum = torch.zeros((), device=detached.device)
-        self._loss_sum.add_(detached)  # stays on the device; a NaN here is found at the next read
+        self._losses.append(detached)  # stays on the device; a NaN here is found at the next read
+        if len(self._losses) >= _MAX_LISTED:  # reads are rare (log_every_n_steps is large): keep the list short
+            self._losses = [self._total(self._losses)]
         if self.config.grad_accum_steps > 1:  # the loss to log is the mean over the step's window
             self._window_loss = detached.float() if window == 1 else self._window_loss + detached
         return detached
@@ -95,8 +98,9 @@ class Ledger:
         """Record an optimizer step over ``window`` batches: the last one's outputs and loss, the gradient norm."""
         if grad_norm is not None and self.config.precision != "16-mixed":
             # A finite loss can still have NaN gradients; 16-mixed's scaler skips those steps itself.
-            norm = grad_norm.detach().float()
-            self._norm_sum = norm if self._norm_sum is None else self._norm_sum + norm
+            self._norms.append(grad_norm.detach())
+            if len(self._norms) >= _MAX_LISTED:
+                self._norms = [self._total(self._norms)]
         mean = loss if self.config.grad_accum_steps == 1 else self._window_loss / window
         self.last_step, self._window_loss = (outputs, mean, grad_norm), None
 
@@ -126,8 +130,8 @@ class Ledger:
 
     @property
     def pending(self) -> bool:
-        """Whether the sums hold values that no read has checked yet."""
-        return self._loss_sum is not None or self._norm_sum is not None
+        """Whether the ledger holds values that no read has checked yet."""
+        return bool(self._losses or self._norms)
 
     def agree(self) -> None:
         """With several processes, read now: a stop or a signal on any process becomes every process's."""
@@ -144,23 +148,28 @@ class Ledger:
             NonFiniteLossError: a loss since the last read was NaN or infinite, and
                 ``nonfinite_loss`` is ``"stop"``.
         """
-        fabric = self.fabric
-        zero = torch.zeros((), device=fabric.device)
-        sums = [zero if tensor is None else tensor for tensor in (self._loss_sum, self._norm_sum)]
-        parts = [t.detach().float().reshape(()) for t in tensors] + sums
-        if fabric.world_size > 1:
-            flags = [self.should_stop, self.preemption is not None and self.preemption.received is not None]
-            parts.append(torch.tensor(flags, dtype=torch.float32, device=fabric.device))
-        vector = torch.cat([part.reshape(-1) for part in parts])
-        if fabric.world_size > 1:
-            vector = fabric.all_reduce(vector, op="sum")
-        values = vector.tolist()  # the one host-device sync of a log step: the device catches up here
-        if fabric.world_size > 1:
+        fabric, several = self.fabric, self.fabric.world_size > 1
+        parts = [t if t.dim() == 0 else t.reshape(()) for t in tensors]
+        loss_parts, norm_parts, flags = self._losses, self._norms, []
+        if several:  # every process sends the same layout, whatever each listed
+            loss_parts, norm_parts = [self._total(loss_parts)], [self._total(norm_parts)]
+            preempt = self.preemption is not None and self.preemption.received is not None
+            flags = [torch.tensor(float(flag), device=fabric.device) for flag in (self.should_stop, preempt)]
+        if not (parts or loss_parts or norm_parts):
+            return []  # nothing to read or check
+        # One stack and one transfer, however many values: the few kernels of a log step run
+        # with cold caches, and each costs more than its size suggests.
+        values = torch.stack(parts + loss_parts + norm_parts + flags).float()
+        if several:
+            values = fabric.all_reduce(values, op="sum")
+        values = values.tolist()  # the one host-device sync of a log step: the device catches up here
+        if several:
             preempt, stop = values.pop() > 0, values.pop() > 0
             self._stop_agreed, self._preempt_agreed = self._stop_agreed or stop, self._preempt_agreed or preempt
             self.should_stop = self.should_stop or stop
-        norms, losses, first = values.pop(), values.pop(), self.read_at + 1
-        self._loss_sum, self._norm_sum, self.read_at = None, None, self.position.global_step
+        values, sums, first = values[: len(parts)], values[len(parts) :], self.read_at + 1
+        losses, norms = sum(sums[: len(loss_parts)]), sum(sums[len(loss_parts) :])
+        self._losses, self._norms, self.read_at = [], [], self.position.global_step
         if not (math.isfinite(losses) and math.isfinite(norms)) and self.config.nonfinite_loss == "stop":
             what = f"the loss became {losses}" if not math.isfinite(losses) else f"the gradient norm became {norms}"
             raise NonFiniteLossError(
@@ -170,6 +179,12 @@ class Ledger:
                 "(--nonfinite-loss=skip checks every batch and skips the bad ones)"
             )
         return [value / fabric.world_size for value in values] if mean else values
+
+    def _total(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The float32 sum of scalar tensors, on the device."""
+        if tensors:
+            return torch.stack(tensors).sum(dtype=torch.float32)
+        return torch.zeros((), device=self.fabric.device)
 
     # -- what the reads agreed on --------------------------------------------------------------
 

@@ -98,14 +98,43 @@ def setup_model(fabric: Fabric, config: Config, task: Task) -> torch.nn.Module:
     """The task's model on this run's devices: built, set up by the strategy, and compiled if ``config.compile``.
 
     Raises:
-        ConfigError: the task raised ``ValueError`` or ``FileNotFoundError`` while building it.
+        ConfigError: the task raised ``ValueError`` or ``FileNotFoundError`` while building it, or
+            ``sync_batchnorm`` asks for what the device cannot do (see ``sync_batchnorm``).
     """
     meta = config.strategy == "fsdp" and config.fsdp.meta_init  # nothing allocated until it is sharded
     with fabric.init_module(empty_init=meta), task_mistakes("its model"):
         model = task.build_model()
     if config.activation_checkpointing:  # before sharding, so that FSDP's units are the checkpointed modules
         checkpoint_activations(model, getattr(task, "checkpointed_modules", None))
+    if config.sync_batchnorm and fabric.world_size > 1:
+        model = sync_batchnorm(model, fabric.device)
     if config.compile:
         # Fabric compiles what the strategy makes of the model; the checkpoint keeps the plain model's keys.
         model = torch.compile(model)
     return fabric.setup(model)
+
+
+# The devices that torch's SyncBatchNorm computes on; it has no CPU (nor MPS) kernel.
+SYNC_BATCHNORM_DEVICES = ("cuda", "xpu", "hpu")
+
+
+def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` with each batch norm computing its statistics over the batches of all processes.
+
+    Under DDP and FSDP each process normalises with its own batch's mean and variance, and its
+    running statistics follow its own batches: with small batches per process, noisier than one
+    process's over the whole batch. ``SyncBatchNorm`` gathers the statistics from every process
+    in each training forward (one all-gather per batch norm), so they are the whole batch's.
+
+    Raises:
+        ConfigError: the model has batch norms and ``device`` is one that SyncBatchNorm cannot run on.
+    """
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    if not any(isinstance(module, norms) for module in model.modules()):
+        return model
+    if device.type not in SYNC_BATCHNORM_DEVICES:
+        raise ConfigError(
+            f"sync_batchnorm=true needs GPUs: torch's SyncBatchNorm computes on {', '.join(SYNC_BATCHNORM_DEVICES)} "
+            f"only, not on {device.type}; turn it off (each process then keeps statistics of its own batches)"
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

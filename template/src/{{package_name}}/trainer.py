@@ -10,6 +10,7 @@ the device until a log step reads them in one transfer (each read says so in a c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,7 +23,7 @@ from .batches import TrainBatches
 from .checkpointing import checkpoint_of, optimizer_settings, resume_from, stateful_callbacks
 from .config import Config
 from .hooks import HOOKS
-from .ledger import Ledger, Means, NonFiniteLossError
+from .ledger import Ledger, NonFiniteLossError
 from .position import Position, forwarded
 from .preemption import Preempted, PreemptionHandler
 from .run_dir import record_run, upload_artifacts
@@ -30,6 +31,7 @@ from .schedule import schedule_length
 from .strategy import setup_model, strategy_for
 from .task import Task
 from .task_checks import check_training_outputs, task_mistakes
+from .validation import Validation, sanity_check
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 
@@ -65,6 +67,7 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         self.position = Position()  # where training stands: a resumed run picks up at the next batch
         self.ledger = Ledger(self.fabric, config, self.position)  # the hot path's values, read at log steps
+        self.validation = Validation(task, self.ledger)  # the task's validation_step over a loader
         self.num_train_batches: int | None = None  # batches per epoch after limit_train_batches; None: unknown
         self.metrics: dict[str, float] = {}  # the latest validation metrics
         self.metadata: dict[str, Any] = {}  # versions, git commit, hardware: in run_dir/metadata.json and checkpoints
@@ -72,9 +75,10 @@ class Trainer:
         self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, for its first epoch
 
     def fit(self) -> None:
-        """Train until ``max_epochs`` or ``max_steps``, validating every ``val_every_n_epochs``.
+        """Train until ``max_epochs`` or ``max_steps``, validating as often as the config says.
 
-        With ``config.resume`` set, first restore the checkpoint it names and go on from there.
+        With ``config.resume`` set, first restore the checkpoint it names and go on from there. A few
+        validation batches first (``sanity_val_batches``) catch a broken ``validation_step`` at once.
         """
         fabric, config, ledger = self.fabric, self.config, self.ledger
         started, status = False, "success"
@@ -86,16 +90,17 @@ class Trainer:
             # here, before anything is written.
             fabric.check_hooks({hook: ("trainer", "fabric", *names) for hook, names in HOOKS.items()})
             stateful_callbacks(fabric.callbacks)
-            train_batches, val_loader = self._setup()
+            train_batches = self._setup()
             if config.resume:
                 self.load_checkpoint(self.resume_path())
+            sanity_check(self)  # a few validation batches, which log and count nothing
             ledger.agree()  # on a signal that reached some process during the setup
             if ledger.preempted():
                 raise Preempted(preemption.received, self.global_step, None)
             started = True
             self.metadata = record_run(self)  # config.toml and metadata.json in the run directory
             self._call("on_fit_start", model=self.model, optimizer=self.optimizer)
-            self._train(train_batches, val_loader)
+            self._train(train_batches)
             self._call("on_fit_end", global_step=self.global_step, metrics=self.metrics)
         except BaseException as exception:
             status = "interrupted" if isinstance(exception, (Preempted, KeyboardInterrupt)) else "failed"
@@ -111,25 +116,27 @@ class Trainer:
         for unused in fabric.unused_hooks(known=HOOKS):
             warnings.warn(str(unused), stacklevel=2)
 
-    def _setup(self) -> tuple[TrainBatches, Any]:
-        """Build the task's data, model and optimizer on this run's devices; return the data."""
+    def _setup(self) -> TrainBatches:
+        """Build the task's data, model and optimizer on this run's devices; return the training batches."""
         fabric, config, task = self.fabric, self.config, self.task
         if fabric.device.type == "cuda":
             torch.set_float32_matmul_precision(config.matmul_precision)  # "high": TF32 tensor cores for float32
         with task_mistakes("its data"):
             train_loader, val_loader = task.build_dataloaders()
         train_batches = TrainBatches(fabric.setup_dataloaders(train_loader), config.limit_train_batches)
+        self.train_batches = train_batches  # checkpoints hold where its loader stands (see checkpointing.py)
         if val_loader is not None:  # every sample once on some process, so that the mean is exact
             val_loader = fabric.setup_dataloaders(val_loader, evaluation=True)
+        self.val_loader = val_loader
         self.model = setup_model(fabric, config, task)  # built, sharded and compiled as the config says
         # After setup, so that the optimizer sees the parameters where they will live (fused AdamW on CUDA).
         length = schedule_length(config, train_batches.per_epoch)
         optimizer, self.scheduler = task.configure_optimizers(self.model, length)
         self.optimizer = fabric.setup_optimizers(optimizer)
         self.optimizer_settings = optimizer_settings(self.optimizer)  # as built; see checkpointing.py
-        return train_batches, val_loader
+        return train_batches
 
-    def _train(self, train_batches: TrainBatches, val_loader: Any) -> None:
+    def _train(self, train_batches: TrainBatches) -> None:
         """Train epoch after epoch until done, stopped or preempted; then save ``last.ckpt``."""
         ledger = self.ledger
         while not self._finished():
@@ -138,7 +145,7 @@ class Trainer:
             ledger.agree()  # on a signal that came during the epoch's last steps
             if ledger.preempted() and not self._done():
                 break  # save before validating, which can outlast a grace period; the resumed run validates
-            self._end_epoch(self._maybe_validate(val_loader))
+            self._end_epoch()
         if self._done() and ledger.unlogged():
             # The last step is logged whatever the cadence, so that a short run has its row;
             # a preempted run is not done, and its resumed run logs as an unbroken one would.
@@ -200,6 +207,9 @@ class Trainer:
                 ledger.add_step(outputs, loss, self._step(window), window)
                 if logged:
                     metrics = ledger.log()
+                if not is_last and self._validation_due():  # an epoch's last step validates at the epoch's end
+                    self.validate(self.val_loader)  # before the batch's hooks: a checkpoint saved there follows it
+                    ledger.agree()  # on a stop that validation's callbacks asked for
         self.position.batch_idx = batch_idx + 1
         step = self.position.global_step
         self._call("on_train_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=step)
@@ -227,15 +237,17 @@ class Trainer:
             self.scheduler.step()
         return grad_norm
 
-    def _maybe_validate(self, val_loader: Any) -> dict[str, float]:
-        """At an epoch's end: validate if it is due (every ``val_every_n_epochs``); return the metrics, or ``{}``."""
-        if val_loader is None or (self.epoch + 1) % self.config.val_every_n_epochs != 0:
-            return {}
-        return self.validate(val_loader)
+    def _validation_due(self, epoch_end: bool = False) -> bool:
+        """Whether to validate: after every ``val_every_n_steps``-th step and ``val_every_n_epochs``-th epoch."""
+        config, at = self.config, self.position
+        by_steps = config.val_every_n_steps is not None and at.global_step % config.val_every_n_steps == 0
+        by_epochs = epoch_end and config.val_every_n_epochs > 0 and (at.epoch + 1) % config.val_every_n_epochs == 0
+        return self.val_loader is not None and (by_steps or by_epochs)
 
-    def _end_epoch(self, metrics: dict[str, float]) -> None:
-        """Move on to the next epoch, then fire ``on_train_epoch_end`` with the epoch's validation ``metrics``."""
+    def _end_epoch(self) -> None:
+        """Validate if it is due, move on to the next epoch, then fire ``on_train_epoch_end`` with the metrics."""
         finished_epoch = self.epoch
+        metrics = self.validate(self.val_loader) if self._validation_due(epoch_end=True) else {}
         # Move on before the hook, so that a checkpoint saved there resumes at the next epoch.
         self.position.next_epoch()
         if self.config.scheduler_interval == "epoch" and self.scheduler is not None:
@@ -243,25 +255,14 @@ class Trainer:
         self._call("on_train_epoch_end", epoch=finished_epoch, global_step=self.global_step, metrics=metrics)
         self.ledger.agree()  # on a stop request made at the epoch's end (say, by early stopping)
 
-    @torch.no_grad()
     def validate(self, loader: Any) -> dict[str, float]:
-        """Run ``task.validation_step`` over ``loader``; return and log the means (``Means``) as ``val/<name>``."""
-        fabric, limit, means = self.fabric, self.config.limit_val_batches, Means(self.fabric.device)
-        self.model.eval()
+        """Validate on ``loader`` (see ``validation.py``); log the metrics as ``val/<name>`` and return them."""
         self._call("on_validation_epoch_start", epoch=self.epoch)
-        for batch_idx, batch in enumerate(loader):
-            if limit is not None and batch_idx >= limit:
-                break
-            outputs = self.task.validation_step(self.model, batch)
-            if loader.is_padding(batch_idx):
-                continue  # a shorter shard's copy: run only so that every process makes as many forward passes
-            means.add(outputs)
-            self._call("on_validation_batch_end", batch=batch, batch_idx=batch_idx, outputs=outputs)
-        self.metrics = means.read(self.ledger, prefix="val/")  # summed over every process
-        fabric.log_dict(self.metrics, step=self.global_step)
-        fabric.print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
+        on_batch = functools.partial(self._call, "on_validation_batch_end")
+        self.metrics = self.validation.run(self.model, loader, self.config.limit_val_batches, on_batch, prefix="val/")
+        self.fabric.log_dict(self.metrics, step=self.global_step)
+        self.fabric.print(f"epoch {self.epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in self.metrics.items()))
         self._call("on_validation_epoch_end", epoch=self.epoch, global_step=self.global_step, metrics=self.metrics)
-        self.model.train()
         return self.metrics
 
     def _call(self, hook: str, **kwargs: Any) -> None:
