@@ -10,7 +10,16 @@ from pathlib import Path
 import copier
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_CALLBACKS = ["timing", "lr_monitor", "profiler", "checkpoint", "early_stopping", "progress_bar", "throughput"]
+ALL_CALLBACKS = [
+    "timing",
+    "lr_monitor",
+    "profiler",
+    "checkpoint",
+    "early_stopping",
+    "progress_bar",
+    "throughput",
+    "ema",
+]
 
 
 def render(dst: Path, src: Path | str = ROOT, vcs_ref: str | None = "HEAD", **answers: object) -> Path:

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from tests.template.helpers import ROOT, render, run
+from tests.template.helpers import ALL_CALLBACKS, ROOT, render, run
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ CASES = {
     "defaults": {},
     "everything": {
         "project_name": "full-trainer",
-        "callbacks": ["timing", "lr_monitor", "profiler", "checkpoint", "early_stopping", "progress_bar", "throughput"],
+        "callbacks": ALL_CALLBACKS,
         "loggers": ["csv", "tensorboard", "mlflow", "wandb"],
         "task": "regression",
         "distributed": True,

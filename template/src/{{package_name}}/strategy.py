@@ -68,6 +68,32 @@ def strategy_for(config: Config) -> str | Strategy:
     )
 
 
+def checkpoint_activations(model: torch.nn.Module, classes: tuple[type[torch.nn.Module], ...] | None) -> None:
+    """Recompute the activations of the chosen submodules in backward instead of keeping them, in place.
+
+    ``classes`` chooses the instances of those module classes (a task's ``checkpointed_modules``);
+    ``None``, each child of an ``nn.ModuleList`` (a transformer's blocks). The wrapper's prefix
+    never reaches a checkpoint's keys, so a checkpoint loads with the setting on or off.
+
+    Raises:
+        ConfigError: nothing in the model is chosen.
+    """
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
+
+    if classes is None:
+        lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+        chosen = {id(child) for modules in lists for child in modules}
+    else:
+        chosen = {id(m) for m in model.modules() if isinstance(m, tuple(classes))}
+    if not chosen:
+        names = "nn.ModuleList" if classes is None else ", ".join(c.__name__ for c in classes)
+        raise ConfigError(
+            f"activation_checkpointing is on, but the model has no {names} to checkpoint; name the module classes "
+            "in the task (checkpointed_modules = (Block,)) or turn it off"
+        )
+    apply_activation_checkpointing(model, check_fn=lambda module: id(module) in chosen)
+
+
 def setup_model(fabric: Fabric, config: Config, task: Task) -> torch.nn.Module:
     """The task's model on this run's devices: built, set up by the strategy, and compiled if ``config.compile``.
 
@@ -78,6 +104,8 @@ def setup_model(fabric: Fabric, config: Config, task: Task) -> torch.nn.Module:
     meta = config.strategy == "fsdp" and config.fsdp.meta_init  # nothing allocated until it is sharded
     with fabric.init_module(empty_init=meta), task_mistakes("its model"):
         model = task.build_model()
+    if config.activation_checkpointing:  # before sharding, so that FSDP's units are the checkpointed modules
+        checkpoint_activations(model, getattr(task, "checkpointed_modules", None))
     if config.sync_batchnorm and fabric.world_size > 1:
         model = sync_batchnorm(model, fabric.device)
     if config.compile:
