@@ -53,6 +53,8 @@ def evaluate(checkpoint: Path, flags: Iterable[str] = (), output: Path | None = 
     model = setup_model(fabric, config, task)
     try:
         fabric.load(path, {"model": model}, strict=False)  # the weights alone; a sharded one is resharded
+        if _has_average(path):  # the EMA callback's weights, which the fit's validations used
+            load_average(fabric, path, model, in_place=config.strategy == "fsdp")
     except (KeyError, RuntimeError, ValueError) as error:
         raise ConfigError(f"{str(path)!r} is not a checkpoint of this project's model: {error}") from None
     validation = Validation(task, Ledger(fabric, config, Position()))
@@ -62,6 +64,46 @@ def evaluate(checkpoint: Path, flags: Iterable[str] = (), output: Path | None = 
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"checkpoint": str(path), "metrics": metrics}, indent=2) + "\n")
     return metrics, output
+
+
+def load_average(fabric: Fabric, path: Path, model: Any, in_place: bool) -> None:
+    """Put the moving average of the weights that the EMA callback saved in ``path`` into ``model``'s parameters.
+
+    ``in_place``: under FSDP, whose parameters are shards that the load fills where they are.
+    """
+    if in_place:
+        fabric.load(path, {"callbacks": {"ema": AverageInPlace(model)}}, strict=False)
+        return
+    weights = fabric.load(path)["callbacks"]["ema"]["weights"]
+    parameters = dict(_unwrapped(model).named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():  # a name the model lacks is a KeyError: not this model's average
+            parameters[name].copy_(value)
+
+
+class AverageInPlace:
+    """The model's parameters in the place of the EMA callback's ``weights``: a sharded load fills them in place."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": {name: p.detach() for name, p in _unwrapped(self.model).named_parameters()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # read in place already
+
+
+def _unwrapped(model: Any) -> Any:
+    """The model the task built, under Fabric's wrapper and torch.compile's (EMA names its parameters so)."""
+    module = getattr(model, "module", model)
+    return getattr(module, "_orig_mod", module)
+
+
+def _has_average(path: Path) -> bool:
+    file = path / "state.pt" if path.is_dir() else path
+    saved = torch.load(file, map_location="cpu", weights_only=True, mmap=not path.is_dir())
+    return bool((saved.get("callbacks") or {}).get("ema"))
 
 
 def config_of(path: Path, flags: Iterable[str]) -> Config:
