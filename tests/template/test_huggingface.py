@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -73,5 +74,10 @@ def test_the_pages_gpt2_trains_and_samples(project, env, tmp_path):
 
 
 def test_the_project_passes_its_whole_suite_with_the_pages_task(project, env):
-    """Every test of the project, fast and slow, passes with the page's task.py and task_under_test.py."""
+    """Every test of the project, fast and slow, passes with the page's task.py and task_under_test.py; among
+    them the hook-table test under python -OO, where the task itself cannot be imported."""
+    under_oo = subprocess.run(
+        [sys.executable, "-OO", "-c", "import my_trainer.task"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert under_oo.returncode != 0, "transformers imported under -OO: the suite's -OO test proves less than it says"
     project_tests(project, env, "--durations=5")
