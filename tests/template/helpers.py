@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -45,3 +46,20 @@ def run(*command: str | Path, cwd: Path | None = None, timeout: float = 600, env
 
 def ruff(*args: str | Path, cwd: Path):
     return run(sys.executable, "-m", "ruff", *args, cwd=cwd)
+
+
+TITLED_BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```', re.DOTALL | re.MULTILINE)
+
+
+def titled_blocks(page: Path) -> dict[str, str]:
+    """A docs page's code blocks that carry a title, by title: whole files, or lines to put into one."""
+    return dict(TITLED_BLOCK.findall(page.read_text(encoding="utf-8")))
+
+
+def project_tests(project: Path, env: dict[str, str], *args: str, timeout: float = 2400):
+    """Run a generated project's whole test suite, fast and slow, with ``args``; fail with its output if it fails."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", *args]
+    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
+    return result

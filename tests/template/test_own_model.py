@@ -1,7 +1,6 @@
 """The "Bring your own model and data" page, followed in a generated project: its task.py, config line,
-example config and test fixture are written into a freshly rendered default project, which then
-trains the new task and passes its own tests, except those about the example task (named below, each
-with the reason)."""
+example config and tests/task_under_test.py are written into a freshly rendered default project, which
+then trains the new task and passes its whole test suite, fast and slow."""
 
 from __future__ import annotations
 
@@ -14,37 +13,21 @@ import sys
 import pytest
 import torch
 
-from tests.template.helpers import ROOT, render, run
+from tests.template.helpers import ROOT, project_tests, render, run, titled_blocks
 
 pytestmark = pytest.mark.slow
 
 PAGE = ROOT / "docs" / "own-model.md"
-TITLED_BLOCK = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```', re.DOTALL | re.MULTILINE)
-
-# The project's tests that check the example task rather than the trainer, as the page lists them.
-ABOUT_THE_EXAMPLE = {
-    "tests/test_config.py::test_a_bad_flag_names_the_field[args4-val_fraction]": "checks data.val_fraction, a field "
-    "of the example's data",
-    "tests/test_bad_input.py::test_each_mistake_exits_2_and_writes_nothing[config out of range]": "checks "
-    "data.val_fraction, a field of the example's data",
-    "tests/test_progress_bar.py::test_draws_a_bar_per_epoch_on_a_terminal": "expects the bar's total (8/8), which "
-    "data without a length does not have",
-    "tests/test_task_seam.py::test_a_stream_without_length_needs_max_steps": "expects max_steps unset, and the page "
-    "gives it a default",
-    "tests/test_trainer.py::test_accumulated_gradients_match_one_large_batch": "compares 2 accumulated batches with "
-    "1 large one to 1e-5, which holds for the example's MLP; an attention layer's key bias has a gradient that is "
-    "rounding noise, and AdamW's first step magnifies it differently for the two batchings",
-}
 
 
 def page_blocks() -> dict[str, str]:
     """The page's titled blocks, by title: whole files, or the definition that replaces one in a file."""
-    blocks = dict(TITLED_BLOCK.findall(PAGE.read_text()))
+    blocks = titled_blocks(PAGE)
     assert list(blocks) == [
         "src/my_trainer/task.py",
         "src/my_trainer/config.py",
         "configs/example.toml",
-        "tests/conftest.py",
+        "tests/task_under_test.py",
     ]
     return blocks
 
@@ -57,22 +40,14 @@ def replace_once(text: str, pattern: str, replacement: str) -> str:
 
 
 def follow_the_page(project) -> None:
-    """Write the page's task.py and example config, and make its two edits to config.py and conftest.py."""
+    """Write the page's task.py, example config and tests/task_under_test.py, and make its edit to config.py."""
     blocks = page_blocks()
-    (project / "src/my_trainer/task.py").write_text(blocks["src/my_trainer/task.py"])
-    (project / "configs/example.toml").write_text(blocks["configs/example.toml"])
+    for name in ("src/my_trainer/task.py", "configs/example.toml", "tests/task_under_test.py"):
+        (project / name).write_text(blocks[name], encoding="utf-8")
     config_py = project / "src/my_trainer/config.py"
     config_py.write_text(
         replace_once(config_py.read_text(), r"^    max_steps: .*?\n", blocks["src/my_trainer/config.py"])
     )
-    conftest = project / "tests/conftest.py"
-    text = replace_once(
-        conftest.read_text(), r"^@pytest\.fixture\ndef config\(.*?\n(?=\n\n)", blocks["tests/conftest.py"]
-    )
-    text = replace_once(
-        text, r"^from my_trainer\.task import DataConfig\n", "from my_trainer.task import DataConfig, ModelConfig\n"
-    )
-    conftest.write_text(text)
 
 
 def test_the_pages_task_trains_in_a_generated_project_and_passes_its_tests(tmp_path):
@@ -117,16 +92,5 @@ def test_the_pages_task_trains_in_a_generated_project_and_passes_its_tests(tmp_p
     assert "encoder.self_attn.in_proj_weight" in checkpoint["model"]
     assert len(checkpoint["optimizer"]["param_groups"]) == 2  # decay and no decay
 
-    # The project's own tests, on the new task.
-    deselect = [arg for test in ABOUT_THE_EXAMPLE for arg in ("--deselect", test)]
-    tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", *deselect],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=2400,
-        check=False,
-    )
-    assert tests.returncode == 0, tests.stdout[-6000:] + tests.stderr[-2000:]
-    assert " passed" in tests.stdout
+    # The project's own tests, every one of them, on the new task.
+    project_tests(project, env)
