@@ -122,16 +122,16 @@ def config_of(path: Path, flags: Iterable[str]) -> Config:
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise ConfigError(f"{str(path)!r} is not a checkpoint of this project: it holds no config")
     settings = {key: _plain(value) for key, value in saved["config"].items() if key not in NOT_CARRIED}
-    config = apply_mapping(Config(), _without_none(settings), source=f"the config in {path}")
+    config = apply_mapping(Config(), without_none(settings), source=f"the config in {path}")
     if path.is_dir():
         config.strategy = "fsdp"  # the shards load only under FSDP; one process is enough
     return apply_overrides(config, flags)
 
 
 def _plain(value: Any) -> Any:
-    return _without_none(value) if isinstance(value, dict) else value
+    return without_none(value) if isinstance(value, dict) else value
 
 
-def _without_none(section: dict[str, Any]) -> dict[str, Any]:
+def without_none(section: dict[str, Any]) -> dict[str, Any]:
     """A config section without its unset (None) values, which a config file cannot hold."""
     return {key: value for key, value in section.items() if value is not None}

@@ -24,6 +24,7 @@ from trainwright import Fabric
 from trainwright.config import ConfigError, apply_mapping
 
 from .config import Config
+from .evaluate import without_none
 from .task import Task
 
 Format = Literal["safetensors", "torch"]
@@ -81,7 +82,7 @@ def load_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     fabric = Fabric(accelerator="cpu", devices=1, strategy="fsdp" if sharded else "auto")
     try:
         saved = fabric.load(path)
-        sections = {name: _without_none(saved["config"][name]) for name in ("data", "model")}
+        sections = {name: without_none(saved["config"][name]) for name in ("data", "model")}
         config = apply_mapping(Config(), sections, source=f"the config in {path}")
         model = Task(config).build_model()
         dtype = WEIGHT_DTYPES.get(saved["config"].get("precision"))
@@ -109,8 +110,3 @@ def load_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 def _has_safetensors() -> bool:
     return importlib.util.find_spec("safetensors") is not None
-
-
-def _without_none(section: dict[str, Any]) -> dict[str, Any]:
-    """A config section without its unset (None) values, which a config file cannot hold."""
-    return {key: value for key, value in section.items() if value is not None}
