@@ -156,13 +156,14 @@ def raw_steps(package: str, config: Any) -> Callable[[int], None]:
     return steps
 
 
-def _trainer_batches(trainer: Any, train_batches: Any) -> Iterator[tuple[int, Any, bool]]:
+def _trainer_batches(package: str, trainer: Any, train_batches: Any) -> Iterator[tuple[int, Any, bool]]:
     """What ``Trainer._train_epoch`` hands ``_train_batch``, epoch after epoch, less what runs between epochs."""
     while True:
         trainer.num_train_batches = train_batches.per_epoch
         batches = train_batches.epoch(trainer.epoch)  # the epoch's shuffle, as _train_epoch sets it
         trainer.model.train()
         trainer._call("on_train_epoch_start", epoch=trainer.epoch)
+        trainer._batch_hooks = project_module(package, "hooks").implemented(trainer.fabric.callbacks)
         yield from batches
         trainer.epoch, trainer.batch_idx = trainer.epoch + 1, 0
 
@@ -174,9 +175,9 @@ def trainer_steps(package: str, config: Any) -> Callable[[int], None]:
     task = project_module(package, "task").Task(config)
     trainer = project_module(package, "trainer").Trainer(config, task, callbacks=callbacks, loggers=loggers)
     trainer.fabric.seed_everything(config.seed)
-    train_batches, _ = trainer._setup()
+    train_batches = trainer._setup()
     trainer._call("on_fit_start", model=trainer.model, optimizer=trainer.optimizer)
-    batches = _trainer_batches(trainer, train_batches)
+    batches = _trainer_batches(package, trainer, train_batches)
 
     def steps(n: int) -> None:
         for _ in range(n):

@@ -80,6 +80,7 @@ def trainer_steps(
     trainer.num_train_batches = None  # an epoch longer than the benchmark
     trainer.model.train()
     trainer._call("on_train_epoch_start", epoch=0)
+    trainer._batch_hooks = project_module(PACKAGE, "hooks").implemented(trainer.fabric.callbacks)
     position = 0
 
     def steps(n: int) -> None:

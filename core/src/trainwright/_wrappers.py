@@ -15,7 +15,6 @@ from trainwright._skipping import iterate_from
 
 if TYPE_CHECKING:
     from trainwright.precision import Precision
-    from trainwright.strategies.base import Strategy
 
 
 class FabricModule(torch.nn.Module):
@@ -160,14 +159,22 @@ class FabricOptimizer:
         return f"Fabric({self._optimizer!r})"
 
 
-def wrap_optimizer(optimizer: torch.optim.Optimizer, strategy: Strategy) -> torch.optim.Optimizer:
-    """Return a ``FabricOptimizer`` in front of ``optimizer``, still an instance of its class."""
+def wrap_optimizer(
+    optimizer: torch.optim.Optimizer,
+    step: Callable[..., Any],
+    zero_grad: Callable[[torch.optim.Optimizer, bool], None] | None,
+) -> torch.optim.Optimizer:
+    """Return a ``FabricOptimizer`` in front of ``optimizer``, still an instance of its class.
+
+    ``step(optimizer, closure)`` takes its steps; ``zero_grad(optimizer, set_to_none)`` zeroes its
+    gradients, and ``None`` leaves that to the optimizer's own ``zero_grad``, with no call in front.
+    """
     cls = type(optimizer)
     wrapper_cls = type(f"Fabric{cls.__name__}", (FabricOptimizer, cls), {"__module__": cls.__module__})
     wrapper = object.__new__(wrapper_cls)
-    wrapper.__dict__.update(
-        _optimizer=optimizer, _step=strategy.optimizer_step, _zero_grad=strategy.optimizer_zero_grad
-    )
+    wrapper.__dict__.update(_optimizer=optimizer, _step=step, _zero_grad=zero_grad)
+    if zero_grad is None:
+        wrapper.__dict__["zero_grad"] = optimizer.zero_grad
     return wrapper
 
 

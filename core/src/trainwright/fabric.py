@@ -27,12 +27,11 @@ from trainwright.flags import probe_hardware, resolve_flags
 from trainwright.loggers.base import STATUSES, Logger, flatten_params
 from trainwright.precision import PRECISION_CLASSES
 from trainwright.seed import seed_everything
-from trainwright.strategies import create_strategy
+from trainwright.strategies import Strategy, create_strategy
 
 if TYPE_CHECKING:
     from trainwright.accelerators import Accelerator
     from trainwright.precision import Precision
-    from trainwright.strategies import Strategy
 
 REDUCE_OPS = ("mean", "sum", "max", "min")
 _NO_CONTEXT = nullcontext()  # stateless, so one serves every call: no_backward_sync runs on every batch
@@ -116,6 +115,7 @@ class Fabric:
             if not callable(getattr(logger, "log_metrics", None)):
                 raise TypeError(f"loggers: {type(logger).__qualname__} has no log_metrics(metrics, step) method")
         self._strategy.setup_environment()
+        self._backward = self._strategy.step_method("backward")
         self._dispatcher = Dispatcher(is_global_zero=self._strategy.is_global_zero)
         self._plans = self._dispatcher.plans
 
@@ -233,7 +233,7 @@ class Fabric:
         wrapped = FabricModule(forward_module, original, self._strategy.precision)
         if not optimizers:
             return wrapped
-        return (wrapped, *(wrap_optimizer(o, self._strategy) for o in optimizers))
+        return (wrapped, *(self._wrap_optimizer(o) for o in optimizers))
 
     def setup_optimizers(self, *optimizers: torch.optim.Optimizer) -> Any:
         """Wrap optimizers created after ``setup(model)`` from the returned model's parameters.
@@ -247,8 +247,15 @@ class Fabric:
         if not optimizers:
             raise TypeError("setup_optimizers() needs at least one optimizer")
         self._check_optimizers("setup_optimizers()", optimizers)
-        wrapped = [wrap_optimizer(self._strategy.setup_optimizer(o), self._strategy) for o in optimizers]
+        wrapped = [self._wrap_optimizer(self._strategy.setup_optimizer(o)) for o in optimizers]
         return wrapped[0] if len(wrapped) == 1 else tuple(wrapped)
+
+    def _wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        strategy = self._strategy
+        # A strategy that keeps gradients where the optimizer does leaves zero_grad to the optimizer itself.
+        own = type(strategy).optimizer_zero_grad is Strategy.optimizer_zero_grad
+        zero_grad = None if own else strategy.optimizer_zero_grad
+        return wrap_optimizer(optimizer, strategy.step_method("optimizer_step"), zero_grad)
 
     @staticmethod
     def _check_optimizers(where: str, optimizers: Sequence[object]) -> None:
@@ -324,7 +331,7 @@ class Fabric:
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Use instead of ``loss.backward()``: applies loss scaling where the precision needs it."""
-        self._strategy.backward(loss, *args, **kwargs)
+        self._backward(loss, *args, **kwargs)
 
     def clip_gradients(
         self,

@@ -26,3 +26,12 @@ HOOKS: dict[str, tuple[str, ...]] = {
     "on_fit_end": ("global_step", "metrics"),
     "on_exception": ("exception",),
 }
+
+# Fired on every batch: the trainer dispatches each only while some callback implements it.
+BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+BATCH_HOOKS += ("on_train_batch_end",)
+
+
+def implemented(callbacks: list[object], hooks: tuple[str, ...] = BATCH_HOOKS) -> frozenset[str]:
+    """The names in ``hooks`` that at least one of ``callbacks`` has as a method."""
+    return frozenset(hook for hook in hooks if any(callable(getattr(c, hook, None)) for c in callbacks))

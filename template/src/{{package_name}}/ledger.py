@@ -41,6 +41,7 @@ class Ledger:
 
     def __init__(self, fabric: Fabric, config: Config, position: Position) -> None:
         self.fabric, self.config, self.position = fabric, config, position
+        self.several = fabric.world_size > 1  # processes; asked at every step, so looked up once
         self.should_stop = False  # any callback may set it (as trainer.should_stop)
         self.preemption: PreemptionHandler | None = None  # Trainer.fit installs one for the fit
         self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
@@ -65,7 +66,7 @@ class Ledger:
             return True
         value = loss.detach()
         finite = math.isfinite(value.item())  # a read per batch: the price of skipping precisely
-        if self.fabric.world_size > 1:  # every process must skip together
+        if self.several:  # every process must skip together
             flag = torch.tensor(float(finite), device=self.fabric.device)
             finite = bool(self.fabric.all_reduce(flag, op="min").item())
         if finite:
@@ -135,7 +136,7 @@ class Ledger:
 
     def agree(self) -> None:
         """With several processes, read now: a stop or a signal on any process becomes every process's."""
-        if self.fabric.world_size > 1:
+        if self.several:
             self.read()
 
     def read(self, tensors: Sequence[torch.Tensor] = (), mean: bool = False) -> list[float]:
@@ -148,7 +149,7 @@ class Ledger:
             NonFiniteLossError: a loss since the last read was NaN or infinite, and
                 ``nonfinite_loss`` is ``"stop"``.
         """
-        fabric, several = self.fabric, self.fabric.world_size > 1
+        fabric, several = self.fabric, self.several
         parts = [t if t.dim() == 0 else t.reshape(()) for t in tensors]
         loss_parts, norm_parts, flags = self._losses, self._norms, []
         if several:  # every process sends the same layout, whatever each listed
@@ -190,11 +191,11 @@ class Ledger:
 
     def stop_requested(self) -> bool:
         """Whether a callback asked to stop (with several processes: any process's callback, at the last read)."""
-        return self.should_stop if self.fabric.world_size == 1 else self._stop_agreed
+        return self._stop_agreed if self.several else self.should_stop
 
     def preempted(self) -> bool:
         """Whether a preemption signal came (with several processes: to any process, by the last read)."""
-        if self.fabric.world_size > 1:
+        if self.several:
             return self._preempt_agreed
         return self.preemption is not None and self.preemption.received is not None
 

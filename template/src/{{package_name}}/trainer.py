@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from trainwright import Fabric, Logger
 from .batches import TrainBatches
 from .checkpointing import checkpoint_of, optimizer_settings, resume_from, stateful_callbacks
 from .config import Config
-from .hooks import HOOKS
+from .hooks import BATCH_HOOKS, HOOKS, implemented
 from .ledger import Ledger, NonFiniteLossError
 from .position import Position, forwarded
 from .preemption import Preempted, PreemptionHandler
@@ -56,13 +56,8 @@ class Trainer:
         self, config: Config, task: Task, callbacks: Iterable[object] = (), loggers: Iterable[Logger] = ()
     ) -> None:
         self.config, self.task = config, task
-        self.fabric = Fabric(
-            accelerator=config.accelerator,
-            devices=config.devices,
-            strategy=strategy_for(config),
-            precision=config.precision,
-            callbacks=list(callbacks),
-            loggers=list(loggers),
+        self.fabric = Fabric(  # accelerator, devices, strategy, precision, callbacks, loggers
+            config.accelerator, config.devices, strategy_for(config), config.precision, list(callbacks), list(loggers)
         )
         self.run_dir = Path(config.run_dir)
         self.position = Position()  # where training stands: a resumed run picks up at the next batch
@@ -73,6 +68,7 @@ class Trainer:
         self.metadata: dict[str, Any] = {}  # versions, git commit, hardware: in run_dir/metadata.json and checkpoints
         self._saved_at: tuple[Path, Position] | None = None  # where and at which position the last save wrote
         self._rng_to_restore: dict[str, Any] | None = None  # a resumed run's random state, for its first epoch
+        self._batch_hooks = frozenset(BATCH_HOOKS)  # those some callback implements (asked at each epoch's start)
 
     def fit(self) -> None:
         """Train until ``max_epochs`` or ``max_steps``, validating as often as the config says.
@@ -139,7 +135,7 @@ class Trainer:
     def _train(self, train_batches: TrainBatches) -> None:
         """Train epoch after epoch until done, stopped or preempted; then save ``last.ckpt``."""
         ledger = self.ledger
-        while not self._finished():
+        while not (self._done() or ledger.preempted()):
             if not self._train_epoch(train_batches):
                 break  # stopped mid-epoch; the checkpoint below resumes at the next batch
             ledger.agree()  # on a signal that came during the epoch's last steps
@@ -155,9 +151,6 @@ class Trainer:
         if ledger.preempted() and not self._done():  # a signal at the very end finds nothing left to do
             raise Preempted(ledger.preemption.received, self.global_step, last)
 
-    def _finished(self) -> bool:
-        return self._done() or self.ledger.preempted()
-
     def _done(self) -> bool:
         """Whether training is over: max_steps or max_epochs reached, or a stop requested."""
         at, max_steps = self.position, self.config.max_steps
@@ -172,32 +165,35 @@ class Trainer:
         self._rng_to_restore = None
         self.model.train()
         self._call("on_train_epoch_start", epoch=at.epoch)
+        # Asked once an epoch: a per-batch hook that no callback implements costs nothing, not even a dispatch.
+        self._batch_hooks = implemented(self.fabric.callbacks)
         for batch_idx, batch, is_last in batches:
             # Stop only after an optimizer step, so a checkpoint never holds half a window.
-            if self._train_batch(batch, batch_idx, is_last) and self._finished():
+            if self._train_batch(batch, batch_idx, is_last) and (self._done() or self.ledger.preempted()):
                 return is_last
         return True
 
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Train on one batch; return whether it ended an accumulation window (and so stepped)."""
-        fabric, config, model, ledger = self.fabric, self.config, self.model, self.ledger
+        fabric, config, model, ledger, hooks = self.fabric, self.config, self.model, self.ledger, self._batch_hooks
         accum = config.grad_accum_steps
-        # Step after every ``accum`` batches, and after the epoch's last batch, so that no
-        # gradient leaks into the next epoch.
+        # Step after every ``accum`` batches and after the epoch's last: no gradient leaks into the next epoch.
         window = batch_idx % accum + 1  # batches in this window so far
         is_step = window == accum or is_last
-        logged = (self.position.global_step + 1) % config.log_every_n_steps == 0  # this window's step is logged
-        self._call("on_train_batch_start", batch=batch, batch_idx=batch_idx)
+        if "on_train_batch_start" in hooks:
+            self._call("on_train_batch_start", batch=batch, batch_idx=batch_idx)
         # Between steps, skip the gradient all-reduce: only the last backward of a window syncs.
         with fabric.no_backward_sync(model, enabled=not is_step):
             outputs = self.task.training_step(model, batch)
-            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
             if ledger.last_step is None:  # the fit's first window: check the outputs once, not on every batch
                 check_training_outputs(outputs)
+            loss = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
             if ledger.usable(loss, batch_idx):
-                self._call("on_before_backward", loss=loss)
+                if "on_before_backward" in hooks:
+                    self._call("on_before_backward", loss=loss)
                 fabric.backward(loss / accum if accum > 1 else loss)
-                self._call("on_after_backward", model=model)
+                if "on_after_backward" in hooks:
+                    self._call("on_after_backward", model=model)
         loss = ledger.add_loss(loss, window)  # detached; it stays on the device
         metrics = None
         if is_step:
@@ -205,14 +201,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             else:
                 ledger.add_step(outputs, loss, self._step(window), window)
-                if logged:
+                if self.position.global_step % config.log_every_n_steps == 0:
                     metrics = ledger.log()
-                if not is_last and self._validation_due():  # an epoch's last step validates at the epoch's end
+                if config.val_every_n_steps and not is_last and self._validation_due():  # else at the epoch's end
                     self.validate(self.val_loader)  # before the batch's hooks: a checkpoint saved there follows it
                     ledger.agree()  # on a stop that validation's callbacks asked for
         self.position.batch_idx = batch_idx + 1
-        step = self.position.global_step
-        self._call("on_train_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=step)
+        if "on_train_batch_end" in hooks:
+            step = self.position.global_step
+            self._call(
+                "on_train_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=step
+            )
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._on_log(metrics)
         return is_step
@@ -226,7 +225,8 @@ class Trainer:
             for parameter in self.model.parameters():
                 if parameter.grad is not None:
                     parameter.grad.mul_(config.grad_accum_steps / window)
-        self._call("on_before_optimizer_step", model=self.model, optimizer=optimizer, global_step=self.global_step)
+        if "on_before_optimizer_step" in self._batch_hooks:
+            self._call("on_before_optimizer_step", model=self.model, optimizer=optimizer, global_step=self.global_step)
         grad_norm = None
         if config.grad_clip_norm is not None:
             grad_norm = fabric.clip_gradients(self.model, optimizer, max_norm=config.grad_clip_norm)
@@ -286,8 +286,7 @@ class Trainer:
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume at the next batch to ``path``, atomically.
 
-        Call it right after an optimizer step, as ``ModelCheckpoint`` does: gradients that
-        are accumulating toward the next step are not part of a checkpoint.
+        Call it right after an optimizer step, as ``ModelCheckpoint`` does: a checkpoint holds no partial window.
 
         Raises:
             NonFiniteLossError: a loss since the last check was NaN or infinite (with
