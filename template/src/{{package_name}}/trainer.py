@@ -180,8 +180,9 @@ class Trainer:
         # Step after every ``accum`` batches and after the epoch's last: no gradient leaks into the next epoch.
         window = batch_idx % accum + 1  # batches in this window so far
         is_step = window == accum or is_last
+        # Per-batch hooks fire only where some callback has them, and through fabric.call itself (a call less).
         if "on_train_batch_start" in hooks:
-            self._call("on_train_batch_start", batch=batch, batch_idx=batch_idx)
+            fabric.call("on_train_batch_start", trainer=self, fabric=fabric, batch=batch, batch_idx=batch_idx)
         # Between steps, skip the gradient all-reduce: only the last backward of a window syncs.
         with fabric.no_backward_sync(model, enabled=not is_step):
             outputs = self.task.training_step(model, batch)
@@ -190,10 +191,10 @@ class Trainer:
             loss = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
             if ledger.usable(loss, batch_idx):
                 if "on_before_backward" in hooks:
-                    self._call("on_before_backward", loss=loss)
+                    fabric.call("on_before_backward", trainer=self, fabric=fabric, loss=loss)
                 fabric.backward(loss / accum if accum > 1 else loss)
                 if "on_after_backward" in hooks:
-                    self._call("on_after_backward", model=model)
+                    fabric.call("on_after_backward", trainer=self, fabric=fabric, model=model)
         loss = ledger.add_loss(loss, window)  # detached; it stays on the device
         metrics = None
         if is_step:
@@ -206,12 +207,11 @@ class Trainer:
                 if config.val_every_n_steps and not is_last and self._validation_due():  # else at the epoch's end
                     self.validate(self.val_loader)  # before the batch's hooks: a checkpoint saved there follows it
                     ledger.agree()  # on a stop that validation's callbacks asked for
-        self.position.batch_idx = batch_idx + 1
+        at = self.position
+        at.batch_idx = batch_idx + 1
         if "on_train_batch_end" in hooks:
-            step = self.position.global_step
-            self._call(
-                "on_train_batch_end", batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=step
-            )
+            kwargs = dict(batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=at.global_step)
+            fabric.call("on_train_batch_end", trainer=self, fabric=fabric, **kwargs)
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._on_log(metrics)
         return is_step
@@ -226,7 +226,8 @@ class Trainer:
                 if parameter.grad is not None:
                     parameter.grad.mul_(config.grad_accum_steps / window)
         if "on_before_optimizer_step" in self._batch_hooks:
-            self._call("on_before_optimizer_step", model=self.model, optimizer=optimizer, global_step=self.global_step)
+            kwargs = dict(model=self.model, optimizer=optimizer, global_step=self.position.global_step)
+            fabric.call("on_before_optimizer_step", trainer=self, fabric=fabric, **kwargs)
         grad_norm = None
         if config.grad_clip_norm is not None:
             grad_norm = fabric.clip_gradients(self.model, optimizer, max_norm=config.grad_clip_norm)
