@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The constraints pin torch to the CPU build already on the machine (see constraints.txt).
-INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+# --no-compile: Python compiles each module when it is first imported; byte-compiling every file of
+# every package at install time (mlflow, transformers, ...) took a minute and a half of `make test`.
+INSTALL := $(PIP) install --quiet --no-compile --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test docs lint format bench release clean
 

@@ -18,6 +18,8 @@ settings.load_profile("trainwright")
 # subprocesses) go first, so that the two workers do not end with one long module on one of them.
 HEAVIEST_FIRST = [
     "tests/template/test_generated_projects.py",
+    "tests/template/test_huggingface.py",
+    "tests/template/test_image_classifier.py",
     "tests/template/test_own_model.py",
     "tests/template/test_scenarios.py",
     "tests/template/test_releases.py",

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
-PIP = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+# --no-compile changes nothing that is installed: modules compile when first imported instead.
+PIP = ["-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
 INSTALLED_CORE = """
 import importlib.metadata as m, json
 core = m.distribution("trainwright")

@@ -50,6 +50,8 @@ class FabricModule(torch.nn.Module):
         # model's own hooks (and global ones) still run inside its own __call__.
         if self._forward_pre_hooks or self._forward_hooks or self._backward_pre_hooks or self._backward_hooks:
             return super().__call__(*args, **kwargs)
+        if not self._wraps_forward:  # nothing to cast or enter: the model itself, one call sooner
+            return self._forward(*args, **kwargs)
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
