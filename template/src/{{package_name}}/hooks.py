@@ -28,8 +28,13 @@ HOOKS: dict[str, tuple[str, ...]] = {
 }
 
 # Fired on every batch: the trainer dispatches each only while some callback implements it.
-BATCH_HOOKS = ("on_train_batch_start", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-BATCH_HOOKS += ("on_train_batch_end",)
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+)
 
 
 def implemented(callbacks: list[object], hooks: tuple[str, ...] = BATCH_HOOKS) -> frozenset[str]:
