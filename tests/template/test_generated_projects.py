@@ -73,9 +73,7 @@ def venv(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     run(sys.executable, "-m", "venv", root)
     python = root / "bin" / "python"
-    # --no-compile: modules are compiled when first imported, not every file of torch at install time.
-    pip = [python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
-    pip += ["-c", ROOT / "constraints.txt"]
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", ROOT / "constraints.txt"]
     run(*pip, "torch==2.13.0", ROOT / "core", timeout=900)
     return python
 
@@ -87,8 +85,7 @@ def test_a_generated_project_installs_passes_its_tests_and_trains(venv, tmp_path
     answers = CASES[case]
     project = render(tmp_path / "project", core_source="index", **answers)
     package = yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))["package_name"]
-    pip = [venv, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
-    pip += ["-c", ROOT / "constraints.txt"]
+    pip = [venv, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", ROOT / "constraints.txt"]
     run(*pip, "-e", f"{project}[test]", timeout=900)
 
     tests = subprocess.run(

@@ -27,8 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
-# --no-compile changes nothing that is installed: modules compile when first imported instead.
-PIP = ["-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
+PIP = ["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
 INSTALLED_CORE = """
 import importlib.metadata as m, json
 core = m.distribution("trainwright")
