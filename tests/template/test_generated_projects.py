@@ -43,9 +43,11 @@ CASES = {  # the longest first (make test runs two tests at a time)
 # model" runs its whole suite but for the tests whose subject is the loop, not the task, which run
 # in "everything" and, for this template, in test_huggingface (a transformer with dropout too): the
 # SIGKILL and preemption tests, and the distributed tests of SLURM requeues, failing ranks,
-# agreements between ranks, per-rank random and loader states, and SyncBatchNorm on a model of the
-# test's own.
+# agreements between ranks, checkpoints moving between one process and two, per-rank random and
+# loader states, and SyncBatchNorm on a model of the test's own.
 LOOP_ONLY = [
+    "test_a_ddp_checkpoint_resumes_in_one_process",
+    "test_a_single_process_checkpoint_resumes_on_two",
     "test_a_stop_on_one_rank_stops_every_rank_at_the_same_step",
     "test_a_nonfinite_loss_on_one_rank_is_skipped_by_every_rank",
     "test_a_failing_rank_ends_the_job_non_zero_and_quickly",
