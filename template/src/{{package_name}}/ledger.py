@@ -42,6 +42,7 @@ class Ledger:
     def __init__(self, fabric: Fabric, config: Config, position: Position) -> None:
         self.fabric, self.config, self.position = fabric, config, position
         self.several = fabric.world_size > 1  # processes; asked at every step, so looked up once
+        self.checks_each_loss = config.nonfinite_loss == "skip"  # then the trainer asks ``usable`` on every batch
         self.should_stop = False  # any callback may set it (as trainer.should_stop)
         self.preemption: PreemptionHandler | None = None  # Trainer.fit installs one for the fit
         self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
@@ -114,7 +115,7 @@ class Ledger:
         numbers: dict[str, float] = {}
         if grad_norm is not None:
             tensors["train/grad_norm"] = grad_norm
-        if isinstance(outputs, Mapping):
+        if not isinstance(outputs, torch.Tensor):  # a dict (the trainer checked): log its other values too
             for name, value in outputs.items():
                 if name != "loss":
                     target = tensors if isinstance(value, torch.Tensor) else numbers
@@ -150,17 +151,18 @@ class Ledger:
                 ``nonfinite_loss`` is ``"stop"``.
         """
         fabric, several = self.fabric, self.several
-        parts = [t if t.dim() == 0 else t.reshape(()) for t in tensors]
-        loss_parts, norm_parts, flags = self._losses, self._norms, []
+        parts, loss_parts, norm_parts, flags = list(tensors), self._losses, self._norms, []
         if several:  # every process sends the same layout, whatever each listed
             loss_parts, norm_parts = [self._total(loss_parts)], [self._total(norm_parts)]
             preempt = self.preemption is not None and self.preemption.received is not None
             flags = [torch.tensor(float(flag), device=fabric.device) for flag in (self.should_stop, preempt)]
-        if not (parts or loss_parts or norm_parts):
+        every = parts + loss_parts + norm_parts + flags
+        if not every:
             return []  # nothing to read or check
         # One stack and one transfer, however many values: the few kernels of a log step run
-        # with cold caches, and each costs more than its size suggests.
-        values = torch.stack(parts + loss_parts + norm_parts + flags).float()
+        # with cold caches, and each costs more than its size suggests. (A loss or a value of
+        # shape [1] is one element too: the stack needs them all of shape [].)
+        values = torch.stack([t if t.dim() == 0 else t.reshape(()) for t in every]).float()
         if several:
             values = fabric.all_reduce(values, op="sum")
         values = values.tolist()  # the one host-device sync of a log step: the device catches up here
@@ -179,7 +181,7 @@ class Ledger:
                 f"checked every {self.config.log_every_n_steps} steps and before each checkpoint "
                 "(--nonfinite-loss=skip checks every batch and skips the bad ones)"
             )
-        return [value / fabric.world_size for value in values] if mean else values
+        return [value / fabric.world_size for value in values] if mean and several else values
 
     def _total(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         """The float32 sum of scalar tensors, on the device."""

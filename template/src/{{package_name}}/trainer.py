@@ -1,10 +1,9 @@
 """The training loop. It is yours: read it top to bottom, then change what you need.
 
-``Fabric`` (the versioned ``trainwright`` core) owns devices, precision, processes, logging,
-checkpoint files and callback dispatch; ``task.py`` owns *what* is trained. This file owns *when*
-things happen. What the loop carries lives beside it: where training stands in ``position.py``,
-the epoch's batches in ``batches.py``, and in ``ledger.py`` the hot path's values, which stay on
-the device until a log step reads them in one transfer (each read says so in a comment).
+``Fabric`` (the versioned ``trainwright`` core) owns devices, precision, processes, logging, checkpoint
+files and callback dispatch; ``task.py`` owns *what* is trained; this file owns *when* things happen.
+Beside it: where training stands (``position.py``), the epoch's batches (``batches.py``) and the hot
+path's values (``ledger.py``), which stay on the device until a log step reads them in one transfer.
 """
 
 from __future__ import annotations
@@ -82,8 +81,7 @@ class Trainer:
         # data, the model or the checkpoint load (minutes, for a large data set) stops it before training.
         preemption = ledger.preemption = PreemptionHandler(config.preempt_signals).install()
         try:
-            # A callback that cannot take its arguments, or two that share a state key, fail
-            # here, before anything is written.
+            # A callback that cannot take its arguments, or two that share a state key, fail here, before any write.
             fabric.check_hooks({hook: ("trainer", "fabric", *names) for hook, names in HOOKS.items()})
             stateful_callbacks(fabric.callbacks)
             train_batches = self._setup()
@@ -175,30 +173,21 @@ class Trainer:
 
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Train on one batch; return whether it ended an accumulation window (and so stepped)."""
-        fabric, config, model, ledger, hooks = self.fabric, self.config, self.model, self.ledger, self._batch_hooks
+        fabric, config, ledger, hooks = self.fabric, self.config, self.ledger, self._batch_hooks
         accum = config.grad_accum_steps
-        # Step after every ``accum`` batches and after the epoch's last: no gradient leaks into the next epoch.
         window = batch_idx % accum + 1  # batches in this window so far
-        is_step = window == accum or is_last
-        # Per-batch hooks fire only where some callback has them, and through fabric.call itself (a call less).
-        if "on_train_batch_start" in hooks:
+        is_step = window == accum or is_last  # and at the epoch's end: no gradient leaks into the next epoch
+        if "on_train_batch_start" in hooks:  # each per-batch hook only where some callback has it
             fabric.call("on_train_batch_start", trainer=self, fabric=fabric, batch=batch, batch_idx=batch_idx)
-        # Between steps, skip the gradient all-reduce: only the last backward of a window syncs.
-        with fabric.no_backward_sync(model, enabled=not is_step):
-            outputs = self.task.training_step(model, batch)
-            if ledger.last_step is None:  # the fit's first window: check the outputs once, not on every batch
-                check_training_outputs(outputs)
-            loss = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
-            if ledger.usable(loss, batch_idx):
-                if "on_before_backward" in hooks:
-                    fabric.call("on_before_backward", trainer=self, fabric=fabric, loss=loss)
-                fabric.backward(loss / accum if accum > 1 else loss)
-                if "on_after_backward" in hooks:
-                    fabric.call("on_after_backward", trainer=self, fabric=fabric, model=model)
+        if is_step:  # the window's last backward, which syncs the gradients between processes
+            outputs, loss = self._forward_backward(batch, batch_idx)
+        else:  # between steps, skip the gradient all-reduce
+            with fabric.no_backward_sync(self.model):
+                outputs, loss = self._forward_backward(batch, batch_idx)
         loss = ledger.add_loss(loss, window)  # detached; it stays on the device
         metrics = None
         if is_step:
-            if ledger.step_skipped():  # the window saw a non-finite loss: drop its gradients, take no step
+            if ledger.checks_each_loss and ledger.step_skipped():  # "skip" saw a NaN: drop the window, take no step
                 self.optimizer.zero_grad(set_to_none=True)
             else:
                 ledger.add_step(outputs, loss, self._step(window), window)
@@ -207,14 +196,28 @@ class Trainer:
                 if config.val_every_n_steps and not is_last and self._validation_due():  # else at the epoch's end
                     self.validate(self.val_loader)  # before the batch's hooks: a checkpoint saved there follows it
                     ledger.agree()  # on a stop that validation's callbacks asked for
-        at = self.position
-        at.batch_idx = batch_idx + 1
+        self.position.batch_idx = batch_idx + 1
         if "on_train_batch_end" in hooks:
-            kwargs = dict(batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=at.global_step)
-            fabric.call("on_train_batch_end", trainer=self, fabric=fabric, **kwargs)
+            fabric.call("on_train_batch_end", trainer=self, fabric=fabric, batch=batch, batch_idx=batch_idx,
+                        loss=loss, outputs=outputs, global_step=self.position.global_step)  # fmt: skip
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._on_log(metrics)
         return is_step
+
+    def _forward_backward(self, batch: Any, batch_idx: int) -> tuple[Any, torch.Tensor]:
+        """Run the task's ``training_step`` on ``batch`` and backpropagate its loss; return both."""
+        fabric, ledger, hooks, accum = self.fabric, self.ledger, self._batch_hooks, self.config.grad_accum_steps
+        outputs = self.task.training_step(self.model, batch)
+        if ledger.last_step is None:  # the fit's first window: check the outputs once, not on every batch
+            check_training_outputs(outputs)
+        loss = outputs if isinstance(outputs, torch.Tensor) else outputs["loss"]
+        if not ledger.checks_each_loss or ledger.usable(loss, batch_idx):  # "skip" refuses a NaN loss
+            if "on_before_backward" in hooks:
+                fabric.call("on_before_backward", trainer=self, fabric=fabric, loss=loss)
+            fabric.backward(loss / accum if accum > 1 else loss)
+            if "on_after_backward" in hooks:
+                fabric.call("on_after_backward", trainer=self, fabric=fabric, model=self.model)
+        return outputs, loss
 
     def _step(self, window: int) -> torch.Tensor | None:
         """Take the optimizer step of a window of ``window`` batches; return the gradient norm if clipped."""
@@ -281,8 +284,7 @@ class Trainer:
 
     def resume_path(self) -> Path:
         """The checkpoint ``config.resume`` names: ``last`` is ``<run_dir>/checkpoints/last.ckpt``."""
-        resume = self.config.resume
-        return self.run_dir / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+        return self.run_dir / "checkpoints" / "last.ckpt" if self.config.resume == "last" else Path(self.config.resume)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write everything needed to resume at the next batch to ``path``, atomically.
