@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 _CLOSING_RETRY = 0.5  # seconds between two tries while close() waits for the rest to go out
-# While the service is known to be down, close() makes one more try: waiting out its whole
-# timeout for a service that is not there would only eat into a preempted job's grace period.
+# While the service is known to be down, or once a send fails while closing, close() waits one
+# second more: waiting out its whole timeout for a service that is not there would only eat
+# into a preempted job's grace period (a run preempted in its first seconds closes before the
+# first send has failed).
 _CLOSING_IN_OUTAGE = 1.0
 
 
@@ -86,8 +88,8 @@ class BackgroundSender:
     def close(self, timeout: float) -> int:
         """Let the thread send the rest, retrying until it is sent or ``timeout`` seconds have passed, then stop it.
 
-        While the service is down (the last send failed), the wait is one more try: a second
-        at most.
+        While the service is down (the last send failed, before or during the wait), the wait
+        ends a second after that is known.
 
         Returns:
             The number of items left unsent: 0 when everything went out. A thread still
@@ -114,8 +116,11 @@ class BackgroundSender:
             self._wake.clear()
             with contextlib.suppress(Exception):  # a warning turned into an error must not end the thread
                 self._send_pending()
-            if stop.is_set() and (not self.pending or time.monotonic() >= self._close_by):
-                return
+            if stop.is_set():
+                if self._down_since is not None:  # down, or found down while closing: a second more at most
+                    self._close_by = min(self._close_by, time.monotonic() + _CLOSING_IN_OUTAGE)
+                if not self.pending or time.monotonic() >= self._close_by:
+                    return
 
     def _send_pending(self) -> None:
         with self._send_lock:

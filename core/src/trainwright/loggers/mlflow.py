@@ -59,8 +59,8 @@ class MLflowLogger(Logger):
         tags: tags to set on a new run.
         tracking_uri: where to log, e.g. ``"http://mlflow.internal:5000"``.
         flush_interval: seconds between two sends of the metrics.
-        close_timeout: the most seconds ``finalize`` waits for the store; one second at most
-            while the store is known to be down.
+        close_timeout: the most seconds ``finalize`` waits for the store; one second after a
+            send has failed (before ``finalize``, or while it waits).
 
     Raises:
         ImportError: the ``mlflow`` package is not installed (checked without importing it).

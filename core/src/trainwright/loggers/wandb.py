@@ -36,7 +36,7 @@ class WandbLogger(Logger):
     When W&B cannot be reached everything is kept and retried, with one warning when that
     begins and one when it ends. ``finalize`` finishes the run with exit code 0 for
     ``"success"`` and non-zero otherwise, which W&B shows as finished or failed, waiting at
-    most ``close_timeout`` seconds (one while W&B is known unreachable).
+    most ``close_timeout`` seconds (one after a send has failed, before or during the wait).
 
     A resumed run continues the same W&B run: the id is chosen here, ``state_dict()`` holds it,
     and ``load_state_dict`` (before anything is logged) makes the run reopen it. W&B cannot
