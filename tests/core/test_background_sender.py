@@ -5,6 +5,7 @@ import threading
 import time
 import warnings
 
+from trainwright.loggers import _sender
 from trainwright.loggers._sender import BackgroundSender
 
 
@@ -130,8 +131,10 @@ def test_an_outage_warns_once_and_its_end_once():
     assert sender.close(timeout=10) == 0
 
 
-def test_close_gives_up_after_its_timeout_while_the_service_is_down():
-    """close retries until its timeout, then returns the number of items left unsent."""
+def test_close_gives_up_after_its_timeout_while_the_service_is_down(monkeypatch):
+    """close retries until its timeout, then returns the number of items left unsent (with the second
+    that an outage leaves a close made longer than the timeout, so that the timeout alone decides)."""
+    monkeypatch.setattr(_sender, "_CLOSING_IN_OUTAGE", 60.0)
     destination = Destination()
     destination.down = True
     sender = BackgroundSender(destination.send, interval=3600, name="test-sender")
@@ -139,10 +142,36 @@ def test_close_gives_up_after_its_timeout_while_the_service_is_down():
         sender.put(1)
         sender.put(2)
         started = time.monotonic()
-        assert sender.close(timeout=0.7) == 2  # tries at 0 and 0.5 s
+        assert sender.close(timeout=1.2) == 2  # tries at 0, 0.5 and 1 s
     assert len(messages) == 1
-    assert 0.6 < time.monotonic() - started < 5
+    assert 1.1 < time.monotonic() - started < 5
     assert destination.failures >= 2  # it retried while closing
+
+
+def test_a_service_back_while_closing_gets_the_whole_timeout_for_what_is_left():
+    """A send that fails while closing, then one that works but leaves items (a partial send), lifts the one-second
+    limit again: close waits for the rest, here 2 s later, within its own timeout."""
+    destination = Destination()
+    destination.down = True
+    calls = []
+
+    def send(items):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            destination.send(items)  # down: raises
+        if len(calls) < 6:
+            del items[:1]  # one item per try, every half second: the last one after 2.5 s
+        else:
+            items.clear()
+
+    sender = BackgroundSender(send, interval=3600, name="test-sender")
+    with sender_warnings() as messages:
+        for item in range(6):
+            sender.put(item)
+        started = time.monotonic()
+        assert sender.close(timeout=30) == 0
+    assert 2.0 < time.monotonic() - started < 20
+    assert len(messages) == 2 and "sending failed" in messages[0] and "sending works again" in messages[1]
 
 
 def test_a_service_found_down_while_closing_gets_a_second_more_not_the_whole_timeout():

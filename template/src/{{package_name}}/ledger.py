@@ -42,7 +42,8 @@ class Ledger:
     def __init__(self, fabric: Fabric, config: Config, position: Position) -> None:
         self.fabric, self.config, self.position = fabric, config, position
         self.several = fabric.world_size > 1  # processes; asked at every step, so looked up once
-        self.checks_each_loss = config.nonfinite_loss == "skip"  # then the trainer asks ``usable`` on every batch
+        # Under nonfinite_loss="skip" the trainer asks ``usable`` on every batch (set once, as the config is).
+        self.checks_each_loss = config.nonfinite_loss == "skip"
         self.should_stop = False  # any callback may set it (as trainer.should_stop)
         self.preemption: PreemptionHandler | None = None  # Trainer.fit installs one for the fit
         self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
@@ -82,6 +83,8 @@ class Ledger:
     def add_loss(self, loss: torch.Tensor, window: int) -> torch.Tensor:
         """Add the loss of a batch, the ``window``-th of its accumulation window; return it detached."""
         detached = loss.detach()
+        if detached.dim():  # one element of shape [1], say: a number, like every value the ledger lists
+            detached = detached.reshape(())
         self._losses.append(detached)  # stays on the device; a NaN here is found at the next read
         if len(self._losses) >= _MAX_LISTED:  # reads are rare (log_every_n_steps is large): keep the list short
             self._losses = [self._total(self._losses)]
@@ -151,7 +154,8 @@ class Ledger:
                 ``nonfinite_loss`` is ``"stop"``.
         """
         fabric, several = self.fabric, self.several
-        parts, loss_parts, norm_parts, flags = list(tensors), self._losses, self._norms, []
+        parts = [t if t.dim() == 0 else t.reshape(()) for t in tensors]  # one element each, as numbers
+        loss_parts, norm_parts, flags = self._losses, self._norms, []
         if several:  # every process sends the same layout, whatever each listed
             loss_parts, norm_parts = [self._total(loss_parts)], [self._total(norm_parts)]
             preempt = self.preemption is not None and self.preemption.received is not None
@@ -160,9 +164,8 @@ class Ledger:
         if not every:
             return []  # nothing to read or check
         # One stack and one transfer, however many values: the few kernels of a log step run
-        # with cold caches, and each costs more than its size suggests. (A loss or a value of
-        # shape [1] is one element too: the stack needs them all of shape [].)
-        values = torch.stack([t if t.dim() == 0 else t.reshape(()) for t in every]).float()
+        # with cold caches, and each costs more than its size suggests.
+        values = torch.stack(every).float()
         if several:
             values = fabric.all_reduce(values, op="sum")
         values = values.tolist()  # the one host-device sync of a log step: the device catches up here
@@ -215,18 +218,27 @@ class Means:
         self.count = torch.zeros((), device=device)
 
     def add(self, outputs: Any) -> None:
-        """Add a batch's metrics: a dict of numbers or scalar tensors, with an optional ``count``.
+        """Add a batch's metrics: a dict of numbers or one-element tensors, with an optional ``count``.
 
         Raises:
-            TypeError: ``outputs`` is not a dict.
+            TypeError: ``outputs`` is not a dict, or a tensor in it has more than one element.
         """
         if not isinstance(outputs, Mapping):
             raise TypeError(f"validation_step must return a dict of metrics, got {type(outputs).__name__}")
-        weight = outputs.get("count", 1)
+        values = {}
         for name, value in outputs.items():
-            if name != "count":
-                total = self.sums.setdefault(name, torch.zeros((), device=self.device))
-                total += (value.detach().float() if isinstance(value, torch.Tensor) else value) * weight
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise TypeError(
+                        f"validation_step returned {name!r} of shape {list(value.shape)}: each value is averaged "
+                        "over the batches, so it must be one number (the batch's mean, say)"
+                    )
+                value = value.detach().float().reshape(())
+            values[name] = value
+        weight = values.pop("count", 1)
+        for name, value in values.items():
+            total = self.sums.setdefault(name, torch.zeros((), device=self.device))
+            total += value * weight
         self.count += weight
 
     def read(self, ledger: Ledger, prefix: str = "") -> dict[str, float]:

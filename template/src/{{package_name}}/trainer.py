@@ -198,14 +198,14 @@ class Trainer:
                     ledger.agree()  # on a stop that validation's callbacks asked for
         self.position.batch_idx = batch_idx + 1
         if "on_train_batch_end" in hooks:
-            fabric.call("on_train_batch_end", trainer=self, fabric=fabric, batch=batch, batch_idx=batch_idx,
-                        loss=loss, outputs=outputs, global_step=self.position.global_step)  # fmt: skip
+            kwargs = dict(batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=self.global_step)
+            fabric.call("on_train_batch_end", trainer=self, fabric=fabric, **kwargs)
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._on_log(metrics)
         return is_step
 
     def _forward_backward(self, batch: Any, batch_idx: int) -> tuple[Any, torch.Tensor]:
-        """Run the task's ``training_step`` on ``batch`` and backpropagate its loss; return both."""
+        """Run ``training_step`` on ``batch``, then its backward between the backward hooks (none for "skip"'s NaN)."""
         fabric, ledger, hooks, accum = self.fabric, self.ledger, self._batch_hooks, self.config.grad_accum_steps
         outputs = self.task.training_step(self.model, batch)
         if ledger.last_step is None:  # the fit's first window: check the outputs once, not on every batch

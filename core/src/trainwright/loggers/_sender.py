@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 import warnings
@@ -15,6 +16,16 @@ _CLOSING_RETRY = 0.5  # seconds between two tries while close() waits for the re
 # into a preempted job's grace period (a run preempted in its first seconds closes before the
 # first send has failed).
 _CLOSING_IN_OUTAGE = 1.0
+
+
+@dataclasses.dataclass
+class _Closing:
+    """One thread's stop request. ``close`` sets ``began`` and ``by``, then ``asked``; the thread
+    reads them only once it sees ``asked`` set, so the event orders the two threads' accesses."""
+
+    asked: threading.Event = dataclasses.field(default_factory=threading.Event)
+    began: float = 0.0  # when close() was called (time.monotonic())
+    by: float = 0.0  # close()'s own deadline: when its timeout runs out
 
 
 class BackgroundSender:
@@ -50,8 +61,7 @@ class BackgroundSender:
         self._send_lock = threading.Lock()  # one send at a time, so items arrive in order
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stop: threading.Event | None = None
-        self._close_by = 0.0
+        self._closing: _Closing | None = None  # the running thread's
         self._down_since: float | None = None  # when the current outage began (time.monotonic())
 
     @property
@@ -70,8 +80,8 @@ class BackgroundSender:
         with self._lock:
             self._items.append(item)
         if self._thread is None:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(self._stop,), name=self._name, daemon=True)
+            self._closing = _Closing()
+            self._thread = threading.Thread(target=self._run, args=(self._closing,), name=self._name, daemon=True)
             self._thread.start()
 
     def drop(self, keep: Callable[[Any], bool]) -> None:
@@ -95,31 +105,34 @@ class BackgroundSender:
             The number of items left unsent: 0 when everything went out. A thread still
             waiting on the service when the time is up is left to finish that send on its own.
         """
-        thread, stop = self._thread, self._stop
-        if thread is None or stop is None:
+        thread, closing = self._thread, self._closing
+        if thread is None or closing is None:
             return self.pending
         if self._down_since is not None:
             timeout = min(timeout, _CLOSING_IN_OUTAGE)
-        self._close_by = time.monotonic() + timeout
-        stop.set()
+        closing.began = time.monotonic()
+        closing.by = closing.began + timeout
+        closing.asked.set()
         self._wake.set()
-        thread.join(timeout)
-        self._thread = self._stop = None
+        thread.join(timeout)  # returns sooner when the thread finds the service down meanwhile
+        self._thread = self._closing = None
         return self.pending
 
-    def _run(self, stop: threading.Event) -> None:
+    def _run(self, closing: _Closing) -> None:
         first = self._send_at_start
         while True:
             if not first:
-                self._wake.wait(_CLOSING_RETRY if stop.is_set() else self._interval)
+                self._wake.wait(_CLOSING_RETRY if closing.asked.is_set() else self._interval)
             first = False
             self._wake.clear()
             with contextlib.suppress(Exception):  # a warning turned into an error must not end the thread
                 self._send_pending()
-            if stop.is_set():
-                if self._down_since is not None:  # down, or found down while closing: a second more at most
-                    self._close_by = min(self._close_by, time.monotonic() + _CLOSING_IN_OUTAGE)
-                if not self.pending or time.monotonic() >= self._close_by:
+            if closing.asked.is_set():
+                deadline = closing.by
+                down_since = self._down_since  # written by this thread only
+                if down_since is not None:  # down when close() began, or found down since: a second more
+                    deadline = min(deadline, max(down_since, closing.began) + _CLOSING_IN_OUTAGE)
+                if not self.pending or time.monotonic() >= deadline:
                     return
 
     def _send_pending(self) -> None:
