@@ -171,7 +171,9 @@ def test_a_service_back_while_closing_gets_the_whole_timeout_for_what_is_left():
         started = time.monotonic()
         assert sender.close(timeout=30) == 0
     assert 2.0 < time.monotonic() - started < 20
-    assert len(messages) == 2 and "sending failed" in messages[0] and "sending works again" in messages[1]
+    assert len(messages) == 2
+    assert "sending failed" in messages[0]
+    assert "sending works again" in messages[1]
 
 
 def test_a_service_found_down_while_closing_gets_a_second_more_not_the_whole_timeout():
