@@ -207,6 +207,10 @@ def launch(project: Path, scenario: Scenario, run_dir: Path, *extra: str, fault:
     env.update(PYTHONPATH=str(project / "src"), OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI="sqlite:///unused.db")
     if scenario.fault == "tracker":
         env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{closed_port()}"
+        # Each send fails at once. With MLflow's default retries a send backs off for minutes, and
+        # finalize waits its whole close_timeout (30 s) for a send still in flight; that case is
+        # tests/core/test_mlflow_logger.py's, with a short close_timeout.
+        env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     with subprocess.Popen(
         command,
         cwd=run_dir.parent,
