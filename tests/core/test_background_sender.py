@@ -131,10 +131,9 @@ def test_an_outage_warns_once_and_its_end_once():
     assert sender.close(timeout=10) == 0
 
 
-def test_close_gives_up_after_its_timeout_while_the_service_is_down(monkeypatch):
-    """close retries until its timeout, then returns the number of items left unsent (with the second
-    that an outage leaves a close made longer than the timeout, so that the timeout alone decides)."""
-    monkeypatch.setattr(_sender, "_CLOSING_IN_OUTAGE", 60.0)
+def close_while_down(timeout: float) -> tuple[int, float, Destination, list[str]]:
+    """Two items put while the service is down, then close(timeout) before any send: what it left, the
+    seconds it took, the destination and the warnings."""
     destination = Destination()
     destination.down = True
     sender = BackgroundSender(destination.send, interval=3600, name="test-sender")
@@ -142,23 +141,30 @@ def test_close_gives_up_after_its_timeout_while_the_service_is_down(monkeypatch)
         sender.put(1)
         sender.put(2)
         started = time.monotonic()
-        assert sender.close(timeout=1.2) == 2  # tries at 0, 0.5 and 1 s
+        left = sender.close(timeout=timeout)
+    return left, time.monotonic() - started, destination, messages
+
+
+def test_close_gives_up_after_its_timeout_while_the_service_is_down(monkeypatch):
+    """close retries until its timeout, then returns the number of items left unsent (with the second
+    that an outage leaves a close made longer than the timeout, so that the timeout alone decides)."""
+    monkeypatch.setattr(_sender, "_CLOSING_IN_OUTAGE", 60.0)
+    left, seconds, destination, messages = close_while_down(timeout=1.2)  # tries at 0, 0.5 and 1 s
+    assert left == 2
     assert len(messages) == 1
-    assert 1.1 < time.monotonic() - started < 5
+    assert 1.1 < seconds < 5
     assert destination.failures >= 2  # it retried while closing
 
 
 def test_a_service_back_while_closing_gets_the_whole_timeout_for_what_is_left():
     """A send that fails while closing, then one that works but leaves items (a partial send), lifts the one-second
     limit again: close waits for the rest, here 2 s later, within its own timeout."""
-    destination = Destination()
-    destination.down = True
     calls = []
 
     def send(items):
         calls.append(time.monotonic())
         if len(calls) == 1:
-            destination.send(items)  # down: raises
+            raise ConnectionError("server unreachable")
         if len(calls) < 6:
             del items[:1]  # one item per try, every half second: the last one after 2.5 s
         else:
@@ -179,15 +185,9 @@ def test_a_service_back_while_closing_gets_the_whole_timeout_for_what_is_left():
 def test_a_service_found_down_while_closing_gets_a_second_more_not_the_whole_timeout():
     """A close before any send (a run preempted in its first seconds) that finds the service down stops a
     second after the first failure, having tried again, rather than retrying for its whole 60 s."""
-    destination = Destination()
-    destination.down = True
-    sender = BackgroundSender(destination.send, interval=3600, name="test-sender")
-    with sender_warnings() as messages:
-        sender.put(1)
-        sender.put(2)
-        started = time.monotonic()
-        assert sender.close(timeout=60) == 2
-    assert 0.9 < time.monotonic() - started < 5
+    left, seconds, destination, messages = close_while_down(timeout=60)
+    assert left == 2
+    assert 0.9 < seconds < 5
     assert destination.failures >= 2  # the try at close, and at least one more
     assert len(messages) == 1
 

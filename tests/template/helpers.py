@@ -56,9 +56,12 @@ def titled_blocks(page: Path) -> dict[str, str]:
     return dict(TITLED_BLOCK.findall(page.read_text(encoding="utf-8")))
 
 
-def project_tests(project: Path, env: dict[str, str], *args: str, timeout: float = 2400):
-    """Run a generated project's whole test suite, fast and slow, with ``args``; fail with its output if it fails."""
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "slow or not slow", *args]
+def project_tests(
+    project: Path, env: dict[str, str], *args: str, marks: str = "slow or not slow", timeout: float = 2400
+):
+    """Run a generated project's tests that ``marks`` selects (by default all of them, fast and slow), with
+    ``args``; fail with its output if it fails."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marks, *args]
     result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.template.helpers import ROOT, render, run
+from tests.template.helpers import ROOT, project_tests, render, run
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +58,6 @@ def test_the_image_classifier_learns_with_two_workers_and_flips(project, env, tm
 
 def test_the_project_passes_its_tests_with_the_image_classifier(project, env):
     """The project's fast tests pass, and so do its slow tests of resuming (exact with workers and flips)."""
-    fast = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=project, env=env, timeout=900)
-    assert " passed" in fast.stdout
+    project_tests(project, env, marks="not slow", timeout=900)
     # test_resume.py is fast, so it ran above; the streams' resumes are slow.
-    slow = ["-m", "slow", "tests/test_stream_resume.py"]
-    resumed = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *slow, cwd=project, env=env)
-    assert " passed" in resumed.stdout
+    project_tests(project, env, "tests/test_stream_resume.py", marks="slow", timeout=900)

@@ -174,9 +174,8 @@ class Trainer:
     def _train_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Train on one batch; return whether it ended an accumulation window (and so stepped)."""
         fabric, config, ledger, hooks = self.fabric, self.config, self.ledger, self._batch_hooks
-        accum = config.grad_accum_steps
-        window = batch_idx % accum + 1  # batches in this window so far
-        is_step = window == accum or is_last  # and at the epoch's end: no gradient leaks into the next epoch
+        window = batch_idx % config.grad_accum_steps + 1  # batches in this window so far
+        is_step = window == config.grad_accum_steps or is_last  # and at an epoch's end: no gradient leaks on
         if "on_train_batch_start" in hooks:  # each per-batch hook only where some callback has it
             fabric.call("on_train_batch_start", trainer=self, fabric=fabric, batch=batch, batch_idx=batch_idx)
         if is_step:  # the window's last backward, which syncs the gradients between processes
@@ -196,9 +195,10 @@ class Trainer:
                 if config.val_every_n_steps and not is_last and self._validation_due():  # else at the epoch's end
                     self.validate(self.val_loader)  # before the batch's hooks: a checkpoint saved there follows it
                     ledger.agree()  # on a stop that validation's callbacks asked for
-        self.position.batch_idx = batch_idx + 1
+        at = self.position
+        at.batch_idx = batch_idx + 1
         if "on_train_batch_end" in hooks:
-            kwargs = dict(batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=self.global_step)
+            kwargs = dict(batch=batch, batch_idx=batch_idx, loss=loss, outputs=outputs, global_step=at.global_step)
             fabric.call("on_train_batch_end", trainer=self, fabric=fabric, **kwargs)
         if metrics is not None:  # after the batch's hooks, so that callbacks' windows include this batch
             self._on_log(metrics)

@@ -42,7 +42,8 @@ class MLflowLogger(Logger):
     retried; one warning says so when the outage begins, and one when it ends.
     ``finalize`` sends the rest and marks the run ``FINISHED``, ``FAILED`` or, for
     ``"interrupted"``, ``KILLED``, waiting at most ``close_timeout`` seconds (a second after a
-    send fails, before or during the wait); what it could not send by then is counted in a warning and dropped.
+    send fails, before or during the wait); what it could not send by then is counted in a
+    warning and dropped.
 
     A resumed run continues the same MLflow run: ``state_dict()`` holds a key chosen here, with
     which the run is tagged (``trainwright_run_key``), and the run's id once the store has
