@@ -122,6 +122,48 @@ def test_wrapped_optimizer_works_with_lr_schedulers(fabric):
     assert optimizer.param_groups is optimizer.optimizer.param_groups
 
 
+@pytest.mark.parametrize("built_on", ["original before setup", "original after setup", "wrapper"])
+def test_a_scheduler_sees_the_wrapped_optimizers_steps_wherever_it_was_built(fabric, built_on):
+    """The scheduler's "step before optimizer.step()" check holds, whichever optimizer it patched and when.
+
+    A scheduler counts steps by patching its optimizer's ``step``; the wrapper's step must run that patch.
+    """
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    if built_on == "original before setup":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    model, wrapped = fabric.setup(model, optimizer)
+    if built_on != "original before setup":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer if "original" in built_on else wrapped, 1, gamma=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Detected call of `lr_scheduler.step()` before `optimizer.step()`"
+        for _ in range(2):
+            model(torch.randn(2, 4)).sum().backward()
+            wrapped.step()
+            scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.25
+
+
+def test_the_wrapped_step_passes_a_closure_and_returns_its_loss(fabric):
+    """``step(closure)`` reaches the optimizer with the closure, as LBFGS needs, and returns what it returns."""
+    model = tiny_model()
+    model, optimizer = fabric.setup(model, torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3))
+    inputs = torch.randn(8, 4)
+    calls = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = model(inputs).pow(2).mean()
+        fabric.backward(loss)
+        calls.append(loss.item())
+        return loss
+
+    first = optimizer.step(closure)
+    assert len(calls) > 1  # LBFGS evaluated the closure several times
+    assert first.item() == calls[0]
+    assert model(inputs).pow(2).mean().item() < calls[0]
+
+
 def test_wrapped_optimizer_load_state_dict_keeps_one_state(fabric):
     """Loading state through the wrapper updates the optimizer that actually steps."""
     model = tiny_model()

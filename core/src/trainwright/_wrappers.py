@@ -137,6 +137,11 @@ class FabricOptimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         return self._step(self._optimizer, closure)
 
+    def _own_step(self, closure: Callable[[], Any] | None = None) -> Any:
+        # ``step`` where neither strategy nor precision adds anything: the optimizer's, one call sooner.
+        # Looked up on every call, so that a step patched later (an LR scheduler's counter) still runs.
+        return self._optimizer.step() if closure is None else self._optimizer.step(closure)
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._zero_grad(self._optimizer, set_to_none)
 
@@ -163,16 +168,20 @@ class FabricOptimizer:
 
 def wrap_optimizer(
     optimizer: torch.optim.Optimizer,
-    step: Callable[..., Any],
+    step: Callable[..., Any] | None,
     zero_grad: Callable[[torch.optim.Optimizer, bool], None] | None,
 ) -> torch.optim.Optimizer:
     """Return a ``FabricOptimizer`` in front of ``optimizer``, still an instance of its class.
 
-    ``step(optimizer, closure)`` takes its steps; ``zero_grad(optimizer, set_to_none)`` zeroes its
-    gradients, and ``None`` leaves that to the optimizer's own ``zero_grad``, with no call in front.
+    ``step(optimizer, closure)`` takes its steps, and ``None`` leaves them to the optimizer's own
+    ``step``; ``zero_grad(optimizer, set_to_none)`` zeroes its gradients, and ``None`` leaves that
+    to the optimizer's own ``zero_grad``, with no call in front.
     """
     cls = type(optimizer)
-    wrapper_cls = type(f"Fabric{cls.__name__}", (FabricOptimizer, cls), {"__module__": cls.__module__})
+    namespace: dict[str, Any] = {"__module__": cls.__module__}
+    if step is None:
+        namespace["step"] = FabricOptimizer._own_step
+    wrapper_cls = type(f"Fabric{cls.__name__}", (FabricOptimizer, cls), namespace)
     wrapper = object.__new__(wrapper_cls)
     wrapper.__dict__.update(_optimizer=optimizer, _step=step, _zero_grad=zero_grad)
     if zero_grad is None:

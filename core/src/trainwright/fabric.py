@@ -115,7 +115,7 @@ class Fabric:
             if not callable(getattr(logger, "log_metrics", None)):
                 raise TypeError(f"loggers: {type(logger).__qualname__} has no log_metrics(metrics, step) method")
         self._strategy.setup_environment()
-        self._backward = self._strategy.step_method("backward")
+        self._backward = self._strategy.step_method("backward") or torch.Tensor.backward
         self._dispatcher = Dispatcher(is_global_zero=self._strategy.is_global_zero)
         self._plans = self._dispatcher.plans
 

@@ -12,13 +12,13 @@ import torch
 
 from trainwright._distributed_checkpoint import is_sharded_checkpoint, locate, save_file
 from trainwright.checkpoint import CheckpointIO, load_into
+from trainwright.precision.base import Precision
 from trainwright.strategies._materialize import materialize
 from trainwright.strategies._optimizers import parameter_names, remap_parameters
 
 if TYPE_CHECKING:
     from trainwright._resolved_flags import Flags
     from trainwright.accelerators import Accelerator
-    from trainwright.precision import Precision
 
 
 class Strategy:
@@ -171,12 +171,16 @@ class Strategy:
     def backward(self, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         self.precision.backward(tensor, *args, **kwargs)
 
-    def step_method(self, name: str) -> Callable[..., Any]:
-        """``self.<name>`` (``"backward"`` or ``"optimizer_step"``), or the precision's own method where
-        this strategy only forwards to it: what ``Fabric`` calls on every step, with two Python calls less."""
-        if getattr(type(self), name) is getattr(Strategy, name):
+    def step_method(self, name: str) -> Callable[..., Any] | None:
+        """What ``Fabric`` calls on every step for ``name`` (``"backward"`` or ``"optimizer_step"``), with no
+        Python call that only forwards: ``self.<name>``, or the precision's own method where this strategy
+        only forwards to it, or ``None`` where the precision too only forwards (to the tensor's
+        ``backward``, to the optimizer's ``step``), as 32-true and bf16-mixed do."""
+        if getattr(type(self), name) is not getattr(Strategy, name):
+            return getattr(self, name)
+        if getattr(type(self.precision), name) is not getattr(Precision, name):
             return getattr(self.precision, name)
-        return getattr(self, name)
+        return None
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
         return self.precision.optimizer_step(optimizer, closure)
