@@ -44,6 +44,7 @@ class Ledger:
         self.several = fabric.world_size > 1  # processes; asked at every step, so looked up once
         # Under nonfinite_loss="skip" the trainer asks ``usable`` on every batch (set once, as the config is).
         self.checks_each_loss = config.nonfinite_loss == "skip"
+        self.accumulates = config.grad_accum_steps > 1  # several batches to a step: the logged loss is their mean
         self.should_stop = False  # any callback may set it (as trainer.should_stop)
         self.preemption: PreemptionHandler | None = None  # Trainer.fit installs one for the fit
         self.last_step: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None  # outputs, loss, grad norm
@@ -88,7 +89,7 @@ class Ledger:
         self._losses.append(detached)  # stays on the device; a NaN here is found at the next read
         if len(self._losses) >= _MAX_LISTED:  # reads are rare (log_every_n_steps is large): keep the list short
             self._losses = [self._total(self._losses)]
-        if self.config.grad_accum_steps > 1:  # the loss to log is the mean over the step's window
+        if self.accumulates:  # the loss to log is the mean over the step's window
             self._window_loss = detached.float() if window == 1 else self._window_loss + detached
         return detached
 
@@ -106,7 +107,7 @@ class Ledger:
             self._norms.append(grad_norm.detach())
             if len(self._norms) >= _MAX_LISTED:
                 self._norms = [self._total(self._norms)]
-        mean = loss if self.config.grad_accum_steps == 1 else self._window_loss / window
+        mean = self._window_loss / window if self.accumulates else loss
         self.last_step, self._window_loss = (outputs, mean, grad_norm), None
 
     # -- reads: every process makes them at the same points -----------------------------------
@@ -164,10 +165,11 @@ class Ledger:
         if not every:
             return []  # nothing to read or check
         # One stack and one transfer, however many values: the few kernels of a log step run
-        # with cold caches, and each costs more than its size suggests.
-        values = torch.stack(every).float()
+        # with cold caches, and each costs more than its size suggests. (tolist reads any float
+        # format exactly; only a sum over processes is taken in float32, which bf16 would round.)
+        values = torch.stack(every)
         if several:
-            values = fabric.all_reduce(values, op="sum")
+            values = fabric.all_reduce(values.float(), op="sum")
         values = values.tolist()  # the one host-device sync of a log step: the device catches up here
         if several:
             preempt, stop = values.pop() > 0, values.pop() > 0
