@@ -173,11 +173,14 @@ class MLflowLogger(Logger):
             return
         self._open = False
         self._sender.put(("end", _RUN_STATUS[status]))
+        began = time.monotonic()
         left = self._sender.close(self.close_timeout)
         if left:
+            waited = time.monotonic() - began  # close_timeout, or a second once the store is known to be down
             warnings.warn(
-                f"MLflowLogger: {self.tracking_uri} did not take the rest of the run within {self.close_timeout:g} s; "
-                f"{left} items (metrics of a step, params, artifacts, the run's end) were not sent",
+                f"MLflowLogger: {self.tracking_uri} did not take the rest of the run: {left} items (metrics of a "
+                f"step, params, artifacts, the run's end) were not sent after {waited:.1f} s "
+                f"(close_timeout={self.close_timeout:g})",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import secrets
 import string
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,11 +147,14 @@ class WandbLogger(Logger):
             return
         self._open = False
         self._sender.put(("end", _EXIT_CODE[status]))
+        began = time.monotonic()
         left = self._sender.close(self.close_timeout)
         if left:
+            waited = time.monotonic() - began  # close_timeout, or a second once W&B is known to be down
             warnings.warn(
-                f"WandbLogger: W&B did not take the rest of the run within {self.close_timeout:g} s; {left} items "
-                "(metrics of a step, the config, files, the run's end) were not handed over",
+                f"WandbLogger: W&B did not take the rest of the run: {left} items (metrics of a step, the "
+                f"config, files, the run's end) were not handed over after {waited:.1f} s "
+                f"(close_timeout={self.close_timeout:g})",
                 RuntimeWarning,
                 stacklevel=2,
             )
