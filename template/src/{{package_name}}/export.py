@@ -24,7 +24,7 @@ from trainwright import Fabric
 from trainwright.config import ConfigError, apply_mapping
 
 from .config import Config
-from .evaluate import without_none
+from .evaluate import AverageInPlace, without_none
 from .task import Task
 
 Format = Literal["safetensors", "torch"]
@@ -33,13 +33,17 @@ SUFFIXES: dict[str, Format] = {".safetensors": "safetensors", ".pt": "torch", ".
 WEIGHT_DTYPES = {"bf16-true": torch.bfloat16, "64-true": torch.float64}
 
 
-def export(checkpoint: Path, output: Path, format: Format | None = None, force: bool = False) -> tuple[Path, Format]:
+def export(
+    checkpoint: Path, output: Path, format: Format | None = None, force: bool = False, average: bool = True
+) -> tuple[Path, Format]:
     """Write the weights of ``checkpoint``'s model to ``output``; return where, and in which format.
 
     ``checkpoint`` is a checkpoint file, the folder of a sharded FSDP checkpoint (read in this
     one process), or a run directory (its ``checkpoints/last.ckpt``). The model is built from the
     checkpoint's own config and loaded with its weights, so a checkpoint of another model fails
-    here rather than at inference. ``format`` defaults to ``output``'s suffix (``.safetensors``;
+    here rather than at inference. Those are the EMA callback's moving average where the
+    checkpoint has one (the weights the fit validated, as ``evaluate`` and ``sample`` use them),
+    unless ``average`` is false. ``format`` defaults to ``output``'s suffix (``.safetensors``;
     ``.pt``, ``.pth`` or ``.bin`` for torch), else safetensors where it is installed, else torch;
     an ``output`` without one of those suffixes gets the format's (``.safetensors`` or ``.pt``).
 
@@ -56,7 +60,7 @@ def export(checkpoint: Path, output: Path, format: Format | None = None, force: 
         raise ConfigError(f"{str(output)!r} is a directory; name the file to write, say {str(output / 'model')!r}")
     if output.exists() and not force:
         raise ConfigError(f"{str(output)!r} exists; remove it, name another file, or pass --force to replace it")
-    model, saved = load_model(checkpoint)
+    model, _, saved = load_model(checkpoint, average)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
     if format == "safetensors":
@@ -70,8 +74,11 @@ def export(checkpoint: Path, output: Path, format: Format | None = None, force: 
     return output, format
 
 
-def load_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, and the checkpoint's entries.
+def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
+    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, its config, and the checkpoint's entries.
+
+    With ``average``, the parameters are the EMA callback's moving average where the checkpoint
+    has one (the buffers stay the trained ones, as during the fit's validations).
 
     Raises:
         ConfigError: there is no checkpoint there, or it is not one of this project's.
@@ -88,24 +95,31 @@ def load_model(checkpoint: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         dtype = WEIGHT_DTYPES.get(saved["config"].get("precision"))
         if dtype is not None:
             model = model.to(dtype)
+        averaged = average and bool((saved.get("callbacks") or {}).get("ema"))
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             sharded_model = fabric.setup(model)
             fabric.load(path, {"model": sharded_model}, strict=False)
+            if averaged:  # the average's shards, read straight into the parameters
+                fabric.load(path, {"callbacks": {"ema": AverageInPlace(sharded_model)}}, strict=False)
             # Gathered into plain tensors (one process holds every shard), then into a plain model.
             weights = get_model_state_dict(sharded_model, options=StateDictOptions(full_state_dict=True))
             model = Task(config).build_model().to(dtype or torch.float32)
             model.load_state_dict(weights)
         else:
             model.load_state_dict(saved["model"])
+            if averaged:  # the parameters only; a name the model lacks is an error, not a skip
+                unexpected = model.load_state_dict(saved["callbacks"]["ema"]["weights"], strict=False).unexpected_keys
+                if unexpected:
+                    raise ValueError(f"the EMA weights name parameters the model lacks: {', '.join(unexpected)}")
     except FileNotFoundError:
         raise ConfigError(f"there is no checkpoint at {str(path)!r}") from None
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
         raise ConfigError(f"{str(path)!r} is not a checkpoint of this project's model: {error}") from None
     finally:
         fabric.teardown("success")
-    return model.eval(), saved
+    return model.eval(), config, saved
 
 
 def _has_safetensors() -> bool:
