@@ -75,7 +75,7 @@ def export(
 
 
 def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
-    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, its config, and the checkpoint's entries.
+    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, its config, the checkpoint's entries.
 
     With ``average``, the parameters are the EMA callback's moving average where the checkpoint
     has one (the buffers stay the trained ones, as during the fit's validations).
