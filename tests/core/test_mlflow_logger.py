@@ -227,6 +227,11 @@ def test_bad_arguments_are_named(tmp_path, monkeypatch):
         MLflowLogger()
     with pytest.raises(ValueError, match="flush_interval=0"):
         MLflowLogger(tmp_path, flush_interval=0)
+    # No wait a thread cannot take: an endless one would raise OverflowError in finalize, at exit.
+    for endless in (float("inf"), float("nan"), 1e300):
+        message = f"close_timeout={endless!r} must be a number of seconds above 0"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            MLflowLogger(tmp_path, close_timeout=endless)
     logger = MLflowLogger(tmp_path, experiment_name="bad")
     with pytest.raises(ValueError, match="metric name 'loss@val'"):
         logger.log_metrics({"loss@val": 1.0}, step=0)

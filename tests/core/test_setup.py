@@ -144,6 +144,23 @@ def test_a_scheduler_sees_the_wrapped_optimizers_steps_wherever_it_was_built(fab
     assert optimizer.param_groups[0]["lr"] == 0.25
 
 
+def test_backward_calls_the_losss_own_backward(fabric):
+    """Where nothing scales the loss, fabric.backward still calls the loss's backward, a subclass's own included."""
+
+    class Recorded(torch.Tensor):
+        calls = 0
+
+        def backward(self, *args, **kwargs):
+            type(self).calls += 1
+            return super().backward(*args, **kwargs)
+
+    model = fabric.setup(tiny_model())
+    loss = model(torch.randn(2, 4)).sum().as_subclass(Recorded)
+    fabric.backward(loss)
+    assert Recorded.calls == 1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
 def test_the_wrapped_step_passes_a_closure_and_returns_its_loss(fabric):
     """``step(closure)`` reaches the optimizer with the closure, as LBFGS needs, and returns what it returns."""
     model = tiny_model()

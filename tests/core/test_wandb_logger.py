@@ -111,6 +111,10 @@ def test_bad_arguments_are_named(tmp_path, monkeypatch):
     """A bad interval, a bad status and a missing package each raise an error that names them."""
     with pytest.raises(ValueError, match="flush_interval=-1"):
         WandbLogger(tmp_path, flush_interval=-1)
+    for endless in (float("inf"), float("nan"), 1e300):  # a wait Thread.join cannot take
+        message = f"close_timeout={endless!r} must be a number of seconds above 0"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            WandbLogger(tmp_path, close_timeout=endless)
     with pytest.raises(ValueError, match="status='ok'"):
         WandbLogger(tmp_path).finalize("ok")
     real = importlib.util.find_spec

@@ -92,16 +92,17 @@ class FabricModule(torch.nn.Module):
 class FabricOptimizer:
     """Mixed in front of the user's optimizer class by ``wrap_optimizer``.
 
-    ``step`` goes through the strategy (and so through a gradient scaler where there is one),
-    and so does ``zero_grad`` (FSDP also drops the unsharded gradients that backward passes
-    under ``no_backward_sync`` accumulated).
+    ``step`` goes through the strategy where it or the precision adds something (a gradient
+    scaler, say), and so does ``zero_grad`` where the strategy keeps gradients of its own (FSDP
+    also drops the unsharded gradients that backward passes under ``no_backward_sync``
+    accumulated); otherwise each is the optimizer's own, with at most one call in front.
     Everything else is the original optimizer's: its ``param_groups`` and ``state`` are shared,
     not copied, and ``isinstance(wrapped, type(original))`` holds, so LR schedulers accept it.
     """
 
     _optimizer: torch.optim.Optimizer
-    _step: Callable[..., Any]
-    _zero_grad: Callable[..., None]
+    _step: Callable[..., Any] | None  # None: the optimizer's own step (``_own_step``)
+    _zero_grad: Callable[..., None] | None  # None: the optimizer's own zero_grad
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

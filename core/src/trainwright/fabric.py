@@ -115,7 +115,7 @@ class Fabric:
             if not callable(getattr(logger, "log_metrics", None)):
                 raise TypeError(f"loggers: {type(logger).__qualname__} has no log_metrics(metrics, step) method")
         self._strategy.setup_environment()
-        self._backward = self._strategy.step_method("backward") or torch.Tensor.backward
+        self._backward = self._strategy.step_method("backward")  # None: the loss's own backward
         self._dispatcher = Dispatcher(is_global_zero=self._strategy.is_global_zero)
         self._plans = self._dispatcher.plans
 
@@ -331,7 +331,10 @@ class Fabric:
 
     def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
         """Use instead of ``loss.backward()``: applies loss scaling where the precision needs it."""
-        self._backward(loss, *args, **kwargs)
+        if self._backward is None:  # nothing to scale (32-true, bf16-mixed...): no call in between
+            loss.backward(*args, **kwargs)
+        else:
+            self._backward(loss, *args, **kwargs)
 
     def clip_gradients(
         self,

@@ -67,15 +67,16 @@ def export(
         from safetensors.torch import save_model
 
         step = str(saved.get("trainer", {}).get("global_step", ""))
-        save_model(model, str(partial), metadata={"global_step": step})
+        averaged = average and bool((saved.get("callbacks") or {}).get("ema"))
+        save_model(model, str(partial), metadata={"global_step": step, "weights": "ema" if averaged else "trained"})
     else:
         torch.save(model.state_dict(), partial)
     os.replace(partial, output)  # never a half-written file at ``output``
     return output, format
 
 
-def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module, Config, dict[str, Any]]:
-    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, its config, the checkpoint's entries.
+def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module, Task, dict[str, Any]]:
+    """The model of ``checkpoint`` (see ``export``) on the CPU in evaluation mode, its task, the checkpoint's entries.
 
     With ``average``, the parameters are the EMA callback's moving average where the checkpoint
     has one (the buffers stay the trained ones, as during the fit's validations).
@@ -90,8 +91,8 @@ def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module,
     try:
         saved = fabric.load(path)
         sections = {name: without_none(saved["config"][name]) for name in ("data", "model")}
-        config = apply_mapping(Config(), sections, source=f"the config in {path}")
-        model = Task(config).build_model()
+        task = Task(apply_mapping(Config(), sections, source=f"the config in {path}"))
+        model = task.build_model()
         dtype = WEIGHT_DTYPES.get(saved["config"].get("precision"))
         if dtype is not None:
             model = model.to(dtype)
@@ -105,7 +106,7 @@ def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module,
                 fabric.load(path, {"callbacks": {"ema": AverageInPlace(sharded_model)}}, strict=False)
             # Gathered into plain tensors (one process holds every shard), then into a plain model.
             weights = get_model_state_dict(sharded_model, options=StateDictOptions(full_state_dict=True))
-            model = Task(config).build_model().to(dtype or torch.float32)
+            model = task.build_model().to(dtype or torch.float32)
             model.load_state_dict(weights)
         else:
             model.load_state_dict(saved["model"])
@@ -119,7 +120,7 @@ def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module,
         raise ConfigError(f"{str(path)!r} is not a checkpoint of this project's model: {error}") from None
     finally:
         fabric.teardown("success")
-    return model.eval(), config, saved
+    return model.eval(), task, saved
 
 
 def _has_safetensors() -> bool:

@@ -18,6 +18,17 @@ _CLOSING_RETRY = 0.5  # seconds between two tries while close() waits for the re
 _CLOSING_IN_OUTAGE = 1.0
 
 
+def check_seconds(owner: str, name: str, value: object) -> None:
+    """Raise a ``ValueError`` naming ``owner`` and ``name`` unless ``value`` is seconds a thread can wait.
+
+    That is a number above 0 and at most ``threading.TIMEOUT_MAX`` (so neither infinite nor NaN):
+    a longer wait would make ``Thread.join`` raise ``OverflowError`` when the logger closes.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= threading.TIMEOUT_MAX:
+        most = f"{threading.TIMEOUT_MAX:g}"
+        raise ValueError(f"{owner}: {name}={value!r} must be a number of seconds above 0, at most {most}")
+
+
 @dataclasses.dataclass
 class _Closing:
     """One thread's stop request. ``close`` sets ``began`` and ``by``, then ``asked``; the thread

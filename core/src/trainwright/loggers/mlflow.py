@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainwright.loggers._sender import BackgroundSender
+from trainwright.loggers._sender import BackgroundSender, check_seconds
 from trainwright.loggers.base import STATUSES, Logger, flatten_params
 
 _RUN_STATUS = {"success": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
@@ -81,9 +81,8 @@ class MLflowLogger(Logger):
     ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise ImportError("MLflowLogger needs the mlflow package: pip install 'trainwright[mlflow]'")
-        for name, value in (("flush_interval", flush_interval), ("close_timeout", close_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"MLflowLogger: {name}={value!r} must be a number of seconds > 0")
+        check_seconds("MLflowLogger", "flush_interval", flush_interval)
+        check_seconds("MLflowLogger", "close_timeout", close_timeout)
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
         self.save_dir = Path(save_dir) if save_dir is not None else None
         if tracking_uri is None:

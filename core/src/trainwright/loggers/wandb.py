@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainwright.loggers._sender import BackgroundSender
+from trainwright.loggers._sender import BackgroundSender, check_seconds
 from trainwright.loggers.base import STATUSES, Logger, flatten_params
 
 _EXIT_CODE = {"success": 0, "failed": 1, "interrupted": 255}
@@ -70,9 +70,8 @@ class WandbLogger(Logger):
     ) -> None:
         if importlib.util.find_spec("wandb") is None:
             raise ImportError("WandbLogger needs the wandb package: pip install 'trainwright[wandb]'")
-        for what, value in (("flush_interval", flush_interval), ("close_timeout", close_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"WandbLogger: {what}={value!r} must be a number of seconds > 0")
+        check_seconds("WandbLogger", "flush_interval", flush_interval)
+        check_seconds("WandbLogger", "close_timeout", close_timeout)
         self.close_timeout = close_timeout
         self.save_dir = Path(save_dir)
         self.project = project

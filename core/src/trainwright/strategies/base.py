@@ -175,7 +175,7 @@ class Strategy:
         """What ``Fabric`` calls on every step for ``name`` (``"backward"`` or ``"optimizer_step"``), with no
         Python call that only forwards: ``self.<name>``, or the precision's own method where this strategy
         only forwards to it, or ``None`` where the precision too only forwards (to the tensor's
-        ``backward``, to the optimizer's ``step``), as 32-true and bf16-mixed do."""
+        ``backward``, to the optimizer's ``step``), as every precision but 16-mixed does."""
         if getattr(type(self), name) is not getattr(Strategy, name):
             return getattr(self, name)
         if getattr(type(self.precision), name) is not getattr(Precision, name):
