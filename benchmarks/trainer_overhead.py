@@ -1,26 +1,33 @@
 """A training step through the generated project's ``Trainer``, with its default callbacks, against raw PyTorch.
 
-The template is rendered with the default answers into a temporary folder and its package is
-imported from there. Each variant trains the tiny MLP of ``loop_overhead`` on the same in-memory
-batches, with SGD. The trainer gets a small task (``MLPTask`` below: that model, that optimizer,
-the mean squared error), is set up as ``fit`` sets it up, and then runs its per-batch path
-(``_train_batch``, what ``fit`` calls for every batch) with the default callbacks (timing, LR
-monitor, profiler, checkpoint, progress bar) and the CSV logger, at the default cadence: the
-values computed on the hot path are read and logged every ``log_every_n_steps`` (10) steps.
-Gradient clipping and the LR schedule are off on both sides, so that both do the same arithmetic.
+The template is rendered with the default answers into a temporary folder, and five fresh
+processes in turn import its package from there and measure: the ratios move between processes
+far more than within one, so the report gives their median over the processes, and the range.
+Each variant trains the tiny MLP of ``loop_overhead`` on the same in-memory batches, with SGD.
+The trainer gets a small task (``MLPTask`` below: that model, that optimizer, the mean squared
+error), is set up as ``fit`` sets it up, and then runs its per-batch path (``_train_batch``,
+what ``fit`` calls for every batch) with the default callbacks (timing, LR monitor, profiler,
+checkpoint, progress bar) and the CSV logger, at the default cadence: the values computed on the
+hot path are read and logged every ``log_every_n_steps`` (10) steps. Gradient clipping and the
+LR schedule are off on both sides, so that both do the same arithmetic.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _harness import Result, compare
+from _harness import Result, compare, table
 from _project import project_module, render_project
-from loop_overhead import make_batches, make_model, raw_steps, report  # the same table of per-step ratios
+from loop_overhead import make_batches, make_model, raw_steps
 
 PACKAGE = "bench_trainer_step"
 
@@ -95,23 +102,62 @@ def trainer_steps(
     return steps
 
 
-def run(number: int = 20, rounds: int = 101) -> dict[str, Result]:
+def measure(project: Path, number: int, rounds: int) -> dict[str, Result]:
+    """One process's measurement, on the project rendered at ``project`` (its runs write beside it)."""
     torch.set_num_threads(1)
     batches = make_batches()
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
-        # With the MLflow logger generated too, so that a variant can turn it on (issue 15: within 2 % of CSV alone).
-        render_project(Path(tmp) / "project", PACKAGE, loggers=["csv", "mlflow"])
+    sys.path.insert(0, str(project / "src"))
+    with tempfile.TemporaryDirectory(dir=project.parent) as runs, contextlib.ExitStack() as cleanup:
         variants = {
             "raw PyTorch": raw_steps(batches),
             "raw PyTorch (control)": raw_steps(batches),
-            "generated Trainer, no callbacks": trainer_steps(Path(tmp) / "bare", batches, cleanup, callbacks=False),
-            "generated Trainer, default callbacks": trainer_steps(Path(tmp) / "run", batches, cleanup, callbacks=True),
+            "generated Trainer, no callbacks": trainer_steps(Path(runs) / "bare", batches, cleanup, callbacks=False),
+            "generated Trainer, default callbacks": trainer_steps(Path(runs) / "run", batches, cleanup, callbacks=True),
             "generated Trainer, default callbacks, CSV + MLflow": trainer_steps(
-                Path(tmp) / "mlflow", batches, cleanup, callbacks=True, mlflow=True
+                Path(runs) / "mlflow", batches, cleanup, callbacks=True, mlflow=True
             ),
         }
         return compare(variants, number, rounds)
 
 
+def run(number: int = 20, rounds: int = 101, processes: int = 5) -> dict[str, list[Result]]:
+    """Each variant's results in ``processes`` fresh processes, one after the other.
+
+    Within a process the variants are interleaved (``_harness.compare``), but the ratios still
+    move by a point or more from one process to the next (where the allocator and the loader put
+    things), far more than within a process; so the report gives the median over processes and
+    their range, and a single process proves little.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        # With the MLflow logger generated too, so that a variant can turn it on (issue 15: within 2 % of CSV alone).
+        project = render_project(Path(tmp) / "project", PACKAGE, loggers=["csv", "mlflow"])
+        sys.path.remove(str(project / "src"))  # measured in the child processes only
+        each = []
+        for i in range(processes):
+            print(f"  trainer_overhead: process {i + 1} of {processes}", file=sys.stderr, flush=True)
+            command = [sys.executable, __file__, "--measure", str(project), str(number), str(rounds)]
+            child = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent)
+            if child.returncode != 0:
+                raise RuntimeError(f"a measuring process failed:\n{child.stderr[-4000:]}")
+            each.append(json.loads(child.stdout.splitlines()[-1]))
+    return {name: [Result(**results[name]) for results in each] for name in each[0]}
+
+
+def report(results: dict[str, list[Result]]) -> str:
+    """The median per step and ratio over the processes, and the ratios' range."""
+    rows = []
+    for name, each in results.items():
+        ratios = sorted(r.ratio for r in each)
+        seconds = statistics.median(r.seconds for r in each)
+        spread = f"{ratios[0]:.3f}× to {ratios[-1]:.3f}×"
+        rows.append((name, f"{seconds * 1e6:.1f} µs", f"{statistics.median(ratios):.3f}×", spread))
+    count = len(next(iter(results.values())))
+    return table(rows, ("variant", "per step", f"vs raw PyTorch (median of {count} processes)", "range"))
+
+
 if __name__ == "__main__":
-    print(report(run()))
+    if sys.argv[1:2] == ["--measure"]:
+        project, number, rounds = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps({name: dataclasses.asdict(r) for name, r in measure(project, number, rounds).items()}))
+    else:
+        print(report(run()))
