@@ -74,10 +74,18 @@ def load_average(fabric: Fabric, path: Path, model: Any, in_place: bool) -> None
     if in_place:
         fabric.load(path, {"callbacks": {"ema": AverageInPlace(model)}}, strict=False)
         return
-    weights = fabric.load(path)["callbacks"]["ema"]["weights"]
+    put_average(model, fabric.load(path)["callbacks"]["ema"]["weights"])
+
+
+def put_average(model: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Copy the EMA callback's ``weights`` into ``model``'s parameters, by name (a weight tied to one gets it too).
+
+    Raises:
+        KeyError: a name the model lacks: not this model's average.
+    """
     parameters = dict(_unwrapped(model).named_parameters())
     with torch.no_grad():
-        for name, value in weights.items():  # a name the model lacks is a KeyError: not this model's average
+        for name, value in weights.items():
             parameters[name].copy_(value)
 
 
@@ -102,7 +110,11 @@ def _unwrapped(model: Any) -> Any:
 
 def _has_average(path: Path) -> bool:
     file = path / "state.pt" if path.is_dir() else path
-    saved = torch.load(file, map_location="cpu", weights_only=True, mmap=not path.is_dir())
+    return holds_average(torch.load(file, map_location="cpu", weights_only=True, mmap=not path.is_dir()))
+
+
+def holds_average(saved: dict[str, Any]) -> bool:
+    """Whether a checkpoint's entries hold the EMA callback's moving average of the weights."""
     return bool((saved.get("callbacks") or {}).get("ema"))
 
 

@@ -24,7 +24,7 @@ from trainwright import Fabric
 from trainwright.config import ConfigError, apply_mapping
 
 from .config import Config
-from .evaluate import AverageInPlace, without_none
+from .evaluate import holds_average, load_average, put_average, without_none
 from .task import Task
 
 Format = Literal["safetensors", "torch"]
@@ -67,8 +67,8 @@ def export(
         from safetensors.torch import save_model
 
         step = str(saved.get("trainer", {}).get("global_step", ""))
-        averaged = average and bool((saved.get("callbacks") or {}).get("ema"))
-        save_model(model, str(partial), metadata={"global_step": step, "weights": "ema" if averaged else "trained"})
+        weights = "ema" if average and holds_average(saved) else "trained"
+        save_model(model, str(partial), metadata={"global_step": step, "weights": weights})
     else:
         torch.save(model.state_dict(), partial)
     os.replace(partial, output)  # never a half-written file at ``output``
@@ -96,24 +96,22 @@ def load_model(checkpoint: Path, average: bool = True) -> tuple[torch.nn.Module,
         dtype = WEIGHT_DTYPES.get(saved["config"].get("precision"))
         if dtype is not None:
             model = model.to(dtype)
-        averaged = average and bool((saved.get("callbacks") or {}).get("ema"))
+        averaged = average and holds_average(saved)
         if sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             sharded_model = fabric.setup(model)
             fabric.load(path, {"model": sharded_model}, strict=False)
             if averaged:  # the average's shards, read straight into the parameters
-                fabric.load(path, {"callbacks": {"ema": AverageInPlace(sharded_model)}}, strict=False)
+                load_average(fabric, path, sharded_model, in_place=True)
             # Gathered into plain tensors (one process holds every shard), then into a plain model.
             weights = get_model_state_dict(sharded_model, options=StateDictOptions(full_state_dict=True))
             model = task.build_model().to(dtype or torch.float32)
             model.load_state_dict(weights)
         else:
             model.load_state_dict(saved["model"])
-            if averaged:  # the parameters only; a name the model lacks is an error, not a skip
-                unexpected = model.load_state_dict(saved["callbacks"]["ema"]["weights"], strict=False).unexpected_keys
-                if unexpected:
-                    raise ValueError(f"the EMA weights name parameters the model lacks: {', '.join(unexpected)}")
+            if averaged:  # the parameters only; the buffers stay the trained ones
+                put_average(model, saved["callbacks"]["ema"]["weights"])
     except FileNotFoundError:
         raise ConfigError(f"there is no checkpoint at {str(path)!r}") from None
     except (KeyError, TypeError, RuntimeError, ValueError) as error:
