@@ -80,6 +80,15 @@ def batches_per_epoch(scenario: Scenario) -> int:
     return sum(math.ceil(share / BATCH) for share in shares)
 
 
+def finishes(scenario: Scenario) -> bool:
+    """Whether ``scenario``'s signal comes after the fit's last step, which leaves nothing to stop: in the
+    last validation, or at the last batch of a stream, where ``max_steps`` ends the fit (and the last
+    validation follows). A map-style run ends with its last epoch's validation: a signal at its last
+    batch saves before validating, as at any epoch's end."""
+    at_last_batch = scenario.data == "iterable" and scenario.at == (EPOCHS - 1, batches_per_epoch(scenario))
+    return scenario.fault == "SIGTERM" and (scenario.at == (EPOCHS - 1, "val") or at_last_batch)
+
+
 # -- the matrix ---------------------------------------------------------------------------------------
 
 PLACES = ("single", 1), ("ddp", 1), ("ddp", 2), ("fsdp", 1), ("fsdp", 2)
@@ -125,6 +134,9 @@ FIXED = [
     Scenario("single", 1, "iterable", 0, "bf16-mixed", 3, "cosine", "SIGTERM", (0, 18)),
     # FSDP on 2 processes, validation shards a batch apart, a SIGTERM during validation.
     Scenario("fsdp", 2, "map", 0, "32-true", 3, "onecycle", "SIGTERM", (0, "val")),
+    # A SIGTERM at a stream's very last step (max_steps), on 2 processes with loader workers: no step is left
+    # to stop after, so the fit finishes with its last validation and says so on each rank.
+    Scenario("ddp", 2, "iterable", 2, "32-true", 3, "cosine", "SIGTERM", (1, 10)),
     # A stream with loader workers under 16-mixed, a NaN skipped.
     Scenario("single", 1, "iterable", 2, "16-mixed", 1, "cosine", "nan-skip", (1, 3)),
     # SIGKILL mid-window with loader workers; the resume starts from the last periodic checkpoint.
@@ -294,13 +306,17 @@ def check(project: Path, scenario: Scenario, root: Path) -> None:
     result = launch(project, scenario, run_dir)
     if scenario.fault in ("SIGTERM", "SIGKILL"):
         if scenario.fault == "SIGTERM":
-            stopped = [line for line in result.stderr.splitlines() if "fit: stopped by " in line]
-            assert len(stopped) == scenario.processes, f"{scenario}: each rank says so:\n{result.stderr[-4000:]}"
-            assert all("stopped by SIGTERM after optimizer step" in line for line in stopped), stopped
+            finished = finishes(scenario)
+            says = "SIGTERM came after the last step" if finished else "stopped by SIGTERM after optimizer step"
+            said = [line for line in result.stderr.splitlines() if f"{PACKAGE} fit: " in line]
+            assert len(said) == scenario.processes, f"{scenario}: each rank says so:\n{result.stderr[-4000:]}"
+            assert all(says in line for line in said), said
             if scenario.strategy == "single":
-                assert result.returncode == 75, f"{scenario}:\n{result.stderr[-4000:]}"
+                assert result.returncode == (0 if finished else 75), f"{scenario}:\n{result.stderr[-4000:]}"
             position = checkpoint(run_dir)["trainer"]
-            if scenario.at[1] == "val":  # validation ran to its end; the save is at the next epoch's start
+            if finished:  # already the whole run; the resume below must leave it so
+                assert_same_run(expected, run_dir, scenario)
+            elif scenario.at[1] == "val":  # validation ran to its end; the save is at the next epoch's start
                 assert (position["epoch"], position["batch_idx"]) == (scenario.at[0] + 1, 0), scenario
             elif scenario.at[1] == batches_per_epoch(scenario):  # saved before the epoch's validation
                 assert (position["epoch"], position["batch_idx"]) == tuple(scenario.at), scenario
