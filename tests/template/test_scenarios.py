@@ -245,13 +245,32 @@ def launch(project: Path, scenario: Scenario, run_dir: Path, *extra: str, fault:
         try:
             out, err = process.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            out, err = process.communicate()
+            for pid in family(process.pid):  # torchrun's ranks have sessions of their own, and hold the pipes
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            err = ""
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _, err = process.communicate(timeout=30)
             raise AssertionError(f"{scenario} did not end within {TIMEOUT} s:\n{err[-4000:]}") from None
         finally:
             with contextlib.suppress(ProcessLookupError):  # loader workers or ranks left behind
                 os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def family(root: int) -> list[int]:
+    """``root`` and its descendants (every rank and loader worker of a run), from ``/proc``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(ValueError, OSError):
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [root], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
 
 
 @functools.cache
