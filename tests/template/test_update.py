@@ -103,8 +103,8 @@ def test_an_update_keeps_the_users_edits_and_brings_the_template_change(project,
     """Edits to timing.py survive, the lr_monitor change lands, the deleted file stays deleted, no conflicts."""
     edit(
         template_repo / TEMPLATE_LR_MONITOR,
-        "        self._names: dict[int, str] = {}",
-        "        self._names: dict[int, str] = {}\n        self.template_v2 = True",
+        "        self.config = config or LRMonitorConfig()",
+        "        self.config = config or LRMonitorConfig()\n        self.template_v2 = True",
     )
     release(template_repo, "v0.0.2")
     update(project)

@@ -72,18 +72,24 @@ def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]
     return [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
 
 
-def checkpoint_of(trainer: Trainer) -> dict[str, Any]:
+def checkpoint_of(trainer: Trainer, rng: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``trainer.save_checkpoint`` writes: its state, the callbacks', every process's random state and
-    training loader state, the config."""
+    training loader state, the config.
+
+    ``rng`` is this process's random state at this point where the process's own is not: a resumed
+    run's, loaded but not yet put back (that waits for the first epoch), so that a resume with
+    nothing left to train saves the state it loaded. None: the process's own.
+    """
     fabric = trainer.fabric
     # Every process's own, in one collective: the loader's state is None where it has none (see batches.py).
     loader = trainer.train_batches.state_dict(trainer.position.batch_idx)
-    rng, loaders = zip(*fabric.all_gather_object((capture_rng_state(), loader)), strict=True)
+    here = capture_rng_state() if rng is None else rng
+    rng_states, loaders = zip(*fabric.all_gather_object((here, loader)), strict=True)
     return {
         **trainer_state(trainer),
         "callbacks": stateful_callbacks(fabric.callbacks),
         "loggers": {type(logger).__name__: logger.state_dict() for logger in fabric.loggers},  # tracker run ids
-        "rng": list(rng),
+        "rng": list(rng_states),
         "train_loader": list(loaders),  # where each process's training loader stands: no batch is read twice
         "config": plain_config(trainer.config),
         # As the task built them, before any step: a resume tells the settings a user changed from

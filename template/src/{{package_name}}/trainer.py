@@ -300,7 +300,7 @@ class Trainer:
             return  # already written at this very point (say, by the checkpoint callback)
         if self.ledger.pending:
             self.ledger.read()  # never save weights that a NaN loss (or gradient) has reached
-        checkpoint = checkpoint_of(self)
+        checkpoint = checkpoint_of(self, rng=self._rng_to_restore)  # a resumed run's, until its first epoch
         self._call("on_save_checkpoint", checkpoint=checkpoint)
         self.fabric.save(saved_at[0], checkpoint)
         self._saved_at = saved_at
@@ -308,13 +308,13 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore what ``save_checkpoint`` wrote; training continues at the batch after it.
 
-        Logged rows after the checkpoint are dropped (the resumed run writes them again); changed settings apply, named.
+        Rows that the loggers wrote after the checkpoint are dropped, because the resumed run
+        writes them again. Settings changed since the checkpoint apply from here, and are named.
 
         Raises:
             ConfigError: nothing is at ``path``, the file is not a checkpoint this trainer can
                 resume, or a setting changed that a resume cannot follow (see checkpointing.py).
         """
         extra, self._rng_to_restore = resume_from(self, Path(path))
-        self._saved_at = (Path(path), dataclasses.replace(self.position))  # with nothing left to train, kept as is
         self.ledger.read_at = self.global_step  # a NaN found later is reported from the resumed step on
         self._call("on_load_checkpoint", checkpoint=extra)
