@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -92,31 +93,6 @@ def poisoned(task, model, batch):
     return outputs
 
 
-# Signals a process and all its descendants, as SLURM signals every process of a job step.
-SENDER = """
-import os, sys
-root, number, me = int(sys.argv[1]), int(sys.argv[2]), os.getpid()
-parents = {}
-for entry in os.listdir("/proc"):
-    try:
-        with open(f"/proc/{entry}/stat") as file:
-            parents[int(entry)] = int(file.read().rsplit(")", 1)[1].split()[1])
-    except (ValueError, OSError):
-        pass
-tree, frontier = {root}, [root]
-while frontier:
-    parent = frontier.pop()
-    children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree and pid != me]
-    tree.update(children)
-    frontier += children
-for pid in tree:
-    try:
-        os.kill(pid, number)
-    except ProcessLookupError:
-        pass
-"""
-
-
 def send(kind: str) -> None:
     """The signal to every process of this run: torchrun, every rank and every loader worker.
 
@@ -126,7 +102,8 @@ def send(kind: str) -> None:
     """
     root = os.getppid() if "LOCAL_WORLD_SIZE" in os.environ else os.getpid()  # torchrun, or this run
     number = int(getattr(signal, kind))
-    subprocess.run([sys.executable, "-c", SENDER, str(root), str(number)], check=False, timeout=60)
+    tree = Path(__file__).with_name("process_tree.py")  # every process of the run, as SLURM signals a job step
+    subprocess.run([sys.executable, str(tree), str(root), str(number)], check=False, timeout=60)
 
 
 class Fault:

@@ -35,6 +35,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.template import process_tree
 from tests.template.helpers import render
 from tests.template.scenario_seed import SEED
 
@@ -245,9 +246,7 @@ def launch(project: Path, scenario: Scenario, run_dir: Path, *extra: str, fault:
         try:
             out, err = process.communicate(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            for pid in family(process.pid):  # torchrun's ranks have sessions of their own, and hold the pipes
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            process_tree.send(process.pid, signal.SIGKILL)  # torchrun's ranks too, which hold the pipes
             err = ""
             with contextlib.suppress(subprocess.TimeoutExpired):
                 _, err = process.communicate(timeout=30)
@@ -256,21 +255,6 @@ def launch(project: Path, scenario: Scenario, run_dir: Path, *extra: str, fault:
             with contextlib.suppress(ProcessLookupError):  # loader workers or ranks left behind
                 os.killpg(process.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(command, process.returncode, out, err)
-
-
-def family(root: int) -> list[int]:
-    """``root`` and its descendants (every rank and loader worker of a run), from ``/proc``."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(ValueError, OSError):
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    found, frontier = [root], [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
 
 
 @functools.cache
